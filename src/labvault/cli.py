@@ -1,0 +1,342 @@
+"""The ``labvault`` command. Thin: it builds the local operator principal and calls the vault."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from labvault.access.principal import local_operator
+from labvault.config import CONFIG_NAME, DEFAULT_DATA_DIR, Settings
+from labvault.domain.records import PatientRecord
+from labvault.errors import LabvaultError
+from labvault.leakcheck import LeakReport
+from labvault.leakprobe import run_leak_check
+from labvault.secret import Secret
+from labvault.synthetic import SyntheticLab
+from labvault.vault import Vault
+
+app = typer.Typer(help="labvault: a laboratory's patients and results, encrypted and audited.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+patient_app = typer.Typer(help="Find and show patients.", no_args_is_help=True)
+erase_app = typer.Typer(help="Crypto-shred records.", no_args_is_help=True)
+keys_app = typer.Typer(help="Master key versions and rotation.", no_args_is_help=True)
+check_app = typer.Typer(help="Checks on the vault's storage.", no_args_is_help=True)
+load_app = typer.Typer(help="Load records into the vault.", no_args_is_help=True)
+app.add_typer(patient_app, name="patient")
+app.add_typer(erase_app, name="erase")
+app.add_typer(keys_app, name="keys")
+app.add_typer(check_app, name="check")
+app.add_typer(load_app, name="load")
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="LABVAULT_HOME",
+                                       help="The vault's data directory.")]
+DEMO_DIR = Path("labvault-demo")
+
+
+def _passphrase(settings: Settings) -> Secret[str] | None:
+    if not settings.passphrase_protected:
+        return None
+    value = os.environ.get("LABVAULT_PASSPHRASE") or typer.prompt("Key file passphrase",
+                                                                  hide_input=True)
+    return Secret(value)
+
+
+@contextmanager
+def _vault(data_dir: Path) -> Iterator[Vault]:
+    settings = Settings.load(data_dir)
+    vault = Vault.open(settings, passphrase=_passphrase(settings))
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def _fail(exc: LabvaultError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    if exc.hint:
+        err.print(f"fix: {exc.hint}")
+    return typer.Exit(1)
+
+
+@app.command()
+def init(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL; SQLite in the "
+                                                         "data directory by default.")] = None,
+    keystore_url: Annotated[str | None, typer.Option(help="URL of the key store, a database "
+                                                        "distinct from the data.")] = None,
+    passphrase: Annotated[bool, typer.Option("--passphrase/--no-passphrase",
+                                             help="Seal the key file under a passphrase.")]
+    = False,
+) -> None:
+    """Create a vault: data directory (0700), key file (0600), database schemas."""
+    if (data_dir / CONFIG_NAME).exists():
+        err.print(f"error: {data_dir} already holds a vault")
+        raise typer.Exit(1)
+    base = Settings.embedded(data_dir, passphrase_protected=passphrase)
+    settings = Settings(data_dir, database_url or base.database_url,
+                        keystore_url or base.keystore_url, base.key_file, passphrase)
+    secret = None
+    if passphrase:
+        secret = Secret(os.environ.get("LABVAULT_PASSPHRASE")
+                        or typer.prompt("New passphrase", hide_input=True,
+                                        confirmation_prompt=True))
+    try:
+        Vault.init(settings, passphrase=secret).close()
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    console.print(f"vault created in {data_dir}")
+
+
+def _load_synthetic(vault: Vault, patients: int, seed: int) -> tuple[int, int, float]:
+    lab = SyntheticLab(seed)
+    principal = local_operator("load synthetic test data")
+    results = 0
+
+    def counted() -> Iterator[PatientRecord]:
+        nonlocal results
+        for record in lab.records(patients):
+            results += record.result_count()
+            yield record
+
+    started = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("sealing and storing", total=patients)
+        vault.put_patients(principal, counted(), progress=lambda n: bar.advance(task, n))
+    return patients, results, time.perf_counter() - started
+
+
+@load_app.command("synthetic")
+def load_synthetic(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    patients: Annotated[int, typer.Option(min=1)] = 1000,
+    seed: int = 0,
+) -> None:
+    """Load deterministic synthetic patients (test identities, INS OID .10)."""
+    try:
+        with _vault(data_dir) as vault:
+            n, results, took = _load_synthetic(vault, patients, seed)
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    console.print(f"stored {n} patients and {results} results in {took:.1f} s")
+
+
+@patient_app.command("find")
+def patient_find(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    nir: Annotated[str | None, typer.Option(help="NIR (spaces allowed).")] = None,
+    last_name: Annotated[str | None, typer.Option("--name", help="Last name.")] = None,
+    birth_date: Annotated[str | None, typer.Option(help="Birth date, YYYY-MM-DD.")] = None,
+    purpose: Annotated[str, typer.Option(help="Why you search (audited).")] = "patient lookup",
+) -> None:
+    """Find patients by NIR, or by last name and birth date."""
+    if nir is None and (last_name is None or birth_date is None):
+        err.print("error: give --nir, or --name and --birth-date")
+        raise typer.Exit(2)
+    try:
+        born = date.fromisoformat(birth_date) if birth_date else None
+    except ValueError:
+        err.print("error: --birth-date must be YYYY-MM-DD")
+        raise typer.Exit(2) from None
+    try:
+        with _vault(data_dir) as vault:
+            ids = vault.find_patients(local_operator(purpose), nir=nir, last_name=last_name,
+                                      birth_date=born)
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    if not ids:
+        console.print("no patient found")
+        raise typer.Exit(1)
+    for pid in ids:
+        console.print(str(pid))
+
+
+def _show(record: PatientRecord) -> None:
+    p = record.patient
+    ident = Table(title=f"patient {p.id}", show_header=False)
+    rows = [("name", f"{p.last_name} {p.first_names}"), ("birth name", p.birth_name or ""),
+            ("born", p.birth_date.isoformat()), ("sex", p.sex.value), ("NIR", p.nir or ""),
+            ("INS", f"{p.ins.matricule} ({p.ins.oid.value}, {p.ins.status.value})"
+             if p.ins else ""),
+            ("address", f"{p.address.line1}, {p.address.postal_code} {p.address.city}"
+             if p.address else ""),
+            ("phone", p.phone or ""), ("email", p.email or "")]
+    for k, v in rows:
+        ident.add_row(k, v)
+    console.print(ident)
+    for order in record.orders:
+        t = Table(title=f"order {order.lab_file_number or order.id} — sampled "
+                        f"{order.sampled_at:%Y-%m-%d}" if order.sampled_at else "order")
+        for col in ("code", "test", "value", "unit", "range", "flag"):
+            t.add_column(col)
+        for r in order.results:
+            t.add_row(f"{r.code_system}:{r.code}", r.label, r.value, r.unit or "",
+                      r.reference_range or "", r.abnormal_flag.value if r.abnormal_flag else "")
+        console.print(t)
+        for c in order.comments:
+            console.print(f"  comment: {c.text}")
+        for r in order.results:
+            for c in r.comments:
+                console.print(f"  comment on {r.code}: {c.text}")
+
+
+def _patient_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        err.print("error: the patient id must be a UUID (see `labvault patient find`)")
+        raise typer.Exit(2) from None
+
+
+@patient_app.command("show")
+def patient_show(
+    patient_id: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    purpose: Annotated[str, typer.Option(help="Why you read (audited).")] = "patient review",
+) -> None:
+    """Show one patient with orders, results and comments."""
+    pid = _patient_id(patient_id)
+    try:
+        with _vault(data_dir) as vault:
+            record = vault.get_record(local_operator(purpose), pid)
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    _show(record)
+
+
+@erase_app.command("patient")
+def erase_patient(
+    patient_id: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    purpose: Annotated[str, typer.Option(help="Legal ground (audited).")]
+    = "erasure request (GDPR art. 17)",
+) -> None:
+    """Crypto-shred a patient: their data key is destroyed, every copy becomes unreadable."""
+    pid = _patient_id(patient_id)
+    if not yes:
+        typer.confirm(f"Erase patient {pid} for good?", abort=True)
+    try:
+        with _vault(data_dir) as vault:
+            erasure = vault.erase_patient(local_operator(purpose), pid)
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    console.print(f"patient {pid} erased at {erasure.erased_at:%Y-%m-%d %H:%M:%S} UTC; "
+                  f"data key destroyed: {'yes' if erasure.key_destroyed else 'already gone'}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """New master key version; rewrap every data key; retire the old versions."""
+    try:
+        with _vault(data_dir) as vault, _progress() as bar:
+            principal = local_operator("master key rotation")
+            total = sum(vault.key_status(principal).values())
+            task = bar.add_task("rewrapping data keys", total=total)
+            rotation = vault.rotate_keys(principal, progress=lambda n: bar.advance(task, n))
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    retired = ", ".join(map(str, rotation.retired)) or "none"
+    console.print(f"master key version {rotation.new_version} active; {rotation.rewrapped} data "
+                  f"keys rewrapped; retired versions: {retired}")
+
+
+@keys_app.command("status")
+def keys_status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Data keys per master key version."""
+    try:
+        with _vault(data_dir) as vault:
+            status = vault.key_status(local_operator("key status"))
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    for version, count in sorted(status.items()):
+        console.print(f"master key version {version}: {count} data keys")
+
+
+def _print_report(report: LeakReport) -> None:
+    for line in report.summary_lines():
+        console.print(line)
+
+
+@check_app.command("leak")
+def check_leak(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Scan the database files (SQLite + WAL, or a pg_dump) and the data directory for any
+    plaintext personal value of the vault's patients. Exit 1 if one is found."""
+    try:
+        settings = Settings.load(data_dir)
+        with _vault(data_dir) as vault:
+            report = run_leak_check(vault, settings, local_operator("leak check"))
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    _print_report(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", "-d")] = DEMO_DIR,
+    patients: Annotated[int, typer.Option(min=10)] = 3000,
+    seed: int = 2021,
+) -> None:
+    """Create a vault, load synthetic patients, find one by NIR, show it, check for leaks."""
+    if data_dir.exists():
+        if not (data_dir / CONFIG_NAME).exists() and any(data_dir.iterdir()):
+            err.print(f"error: {data_dir} exists and is not a labvault demo; pick another")
+            raise typer.Exit(1)
+        shutil.rmtree(data_dir)
+    try:
+        settings = Settings.embedded(data_dir)
+        vault = Vault.init(settings)
+        try:
+            console.rule("1. a new vault")
+            console.print(f"data directory {data_dir} (0700), key file master.key (0600), "
+                          "key store keys.sqlite, data labvault.sqlite")
+            console.rule(f"2. {patients} synthetic patients, sealed field by field")
+            n, results, took = _load_synthetic(vault, patients, seed)
+            console.print(f"stored {n} patients, {results} results in {took:.1f} s "
+                          f"({results / took:,.0f} results/s)")
+            console.rule("3. find one by NIR (blind index, no plaintext)")
+            target = next(r for r in SyntheticLab(seed).records(patients)
+                          if r.patient.nir and r.orders)
+            operator = local_operator("demo lookup")
+            started = time.perf_counter()
+            ids = vault.find_patients(operator, nir=target.patient.nir)
+            console.print(f"NIR lookup: {len(ids)} match in "
+                          f"{(time.perf_counter() - started) * 1000:.2f} ms")
+            _show(vault.get_record(operator, ids[0]))
+            console.rule("4. leak check: any plaintext on disk?")
+            report = run_leak_check(vault, settings, local_operator("demo leak check"))
+            _print_report(report)
+        finally:
+            vault.close()
+    except LabvaultError as exc:
+        raise _fail(exc) from None
+    if not report.clean:
+        raise typer.Exit(1)
+    console.print(f"[green]demo done[/green]: explore with `labvault patient find -d {data_dir} "
+                  "--nir …`")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

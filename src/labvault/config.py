@@ -1,0 +1,75 @@
+"""Where a vault lives: its data directory, database URLs and key file.
+
+``labvault init`` writes ``labvault.toml`` in the data directory; every other command reads it.
+The file holds no secret: URLs must not carry passwords (use a libpq service file or
+``PGPASSFILE`` for PostgreSQL), and the key file's passphrase is asked for or read from
+``LABVAULT_PASSPHRASE``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from labvault.errors import ConfigurationError
+from labvault.store.engine import sqlite_url
+
+CONFIG_NAME = "labvault.toml"
+DEFAULT_DATA_DIR = Path("labvault-data")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LABVAULT_HOME", DEFAULT_DATA_DIR))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    keystore_url: str
+    key_file: Path
+    passphrase_protected: bool = False
+
+    @classmethod
+    def embedded(cls, data_dir: Path, passphrase_protected: bool = False) -> Settings:
+        """The embedded default: SQLite files and the key file in the data directory."""
+        return cls(data_dir, sqlite_url(data_dir / "labvault.sqlite"),
+                   sqlite_url(data_dir / "keys.sqlite"), data_dir / "master.key",
+                   passphrase_protected)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Settings:
+        path = data_dir / CONFIG_NAME
+        try:
+            doc = tomllib.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(f"no labvault vault in {data_dir}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path} is not valid TOML (line {exc.lineno})") from None
+        try:
+            return cls(data_dir, doc["database_url"], doc["keystore_url"],
+                       data_dir / doc.get("key_file", "master.key"),
+                       bool(doc.get("passphrase_protected", False)))
+        except KeyError as exc:
+            raise ConfigurationError(f"{path} lacks the setting {exc.args[0]}") from None
+
+    def save(self) -> None:
+        for url in (self.database_url, self.keystore_url):
+            if make_url(url).password:
+                raise ConfigurationError("database URLs must not carry a password")
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+        key_file = (self.key_file.relative_to(self.data_dir)
+                    if self.key_file.is_relative_to(self.data_dir) else self.key_file)
+        text = (
+            "# labvault settings. No secret belongs here.\n"
+            f'database_url = "{self.database_url}"\n'
+            f'keystore_url = "{self.keystore_url}"\n'
+            f'key_file = "{key_file}"\n'
+            f"passphrase_protected = {'true' if self.passphrase_protected else 'false'}\n"
+        )
+        (self.data_dir / CONFIG_NAME).write_text(text, "utf-8")

@@ -1,0 +1,1 @@
+"""Key providers, envelope sealing and blind indexes: the only users of `cryptography`."""

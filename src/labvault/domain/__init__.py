@@ -1,0 +1,1 @@
+"""Records and French identifiers: pure, no I/O."""

@@ -1,0 +1,1 @@
+"""Tables, engines, migrations and row access for the data database and the key store."""

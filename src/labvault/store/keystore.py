@@ -1,0 +1,95 @@
+"""The key store: each patient's data key, wrapped under a master key version.
+
+It is a database of its own (``keys.sqlite`` beside the data, or a separate PostgreSQL
+database), so a copy of the data database never holds a data key. Deleting a row here is the
+crypto-shredding of that patient: on SQLite, ``secure_delete`` overwrites the freed page and
+the WAL is checkpointed and truncated; on PostgreSQL the table is vacuumed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, func, insert, select, text, update
+
+from labvault.store.engine import checkpoint
+from labvault.store.tables import data_key
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    patient_id: uuid.UUID
+    kek_version: int
+    dek_version: int
+    wrapped: bytes
+
+    def __repr__(self) -> str:
+        return f"WrappedKey(patient_id={self.patient_id}, kek_version={self.kek_version})"
+
+
+class KeyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert_many(self, keys: Iterable[WrappedKey], at: datetime) -> None:
+        rows = [{"patient_id": k.patient_id, "kek_version": k.kek_version,
+                 "dek_version": k.dek_version, "wrapped": k.wrapped, "created_at": at}
+                for k in keys]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(data_key), rows)
+
+    def get(self, patient_id: uuid.UUID) -> WrappedKey | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(data_key).where(data_key.c.patient_id == patient_id)).first()
+        return None if row is None else WrappedKey(row.patient_id, row.kek_version,
+                                                   row.dek_version, row.wrapped)
+
+    def get_many(self, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, WrappedKey]:
+        out: dict[uuid.UUID, WrappedKey] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(patient_ids), 500):
+                q = select(data_key).where(data_key.c.patient_id.in_(patient_ids[start:start + 500]))
+                for r in conn.execute(q):
+                    out[r.patient_id] = WrappedKey(r.patient_id, r.kek_version, r.dek_version,
+                                                   r.wrapped)
+        return out
+
+    def destroy(self, patient_id: uuid.UUID) -> bool:
+        with self.engine.begin() as conn:
+            gone = conn.execute(delete(data_key).where(data_key.c.patient_id == patient_id))
+        self._scrub()
+        return bool(gone.rowcount)
+
+    def _scrub(self) -> None:
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM (FULL) data_key"))
+        else:
+            checkpoint(self.engine)
+
+    def count_by_version(self) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            q = select(data_key.c.kek_version, func.count()).group_by(data_key.c.kek_version)
+            return {v: n for v, n in conn.execute(q)}
+
+    def iter_version(self, kek_version: int, batch: int = 1000) -> Iterator[list[WrappedKey]]:
+        """Batches of keys still wrapped under `kek_version` (re-queried: callers rewrap them)."""
+        while True:
+            with self.engine.connect() as conn:
+                q = (select(data_key).where(data_key.c.kek_version == kek_version)
+                     .order_by(data_key.c.patient_id).limit(batch))
+                rows = [WrappedKey(r.patient_id, r.kek_version, r.dek_version, r.wrapped)
+                        for r in conn.execute(q)]
+            if not rows:
+                return
+            yield rows
+
+    def rewrap(self, keys: list[WrappedKey]) -> None:
+        with self.engine.begin() as conn:
+            for k in keys:
+                conn.execute(update(data_key).where(data_key.c.patient_id == k.patient_id)
+                             .values(kek_version=k.kek_version, wrapped=k.wrapped))

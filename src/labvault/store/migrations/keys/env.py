@@ -1,0 +1,5 @@
+from alembic import context
+
+from labvault.store.schema import run_env
+
+run_env(context)

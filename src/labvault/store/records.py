@@ -1,0 +1,99 @@
+"""Rows of the data database: only `Sealed` personal values and clear metadata go in or out.
+
+The vault turns records into rows (sealing every personal field) and rows back into records;
+this module only moves rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, delete, func, insert, select, update
+
+from labvault.store.tables import comment, lab_order, patient, result
+
+
+@dataclass
+class RowBatch:
+    """Rows of one write, in dependency order."""
+
+    patients: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRows:
+    patient: Row
+    orders: Sequence[Row]
+    results: Sequence[Row]
+    comments: Sequence[Row]
+
+
+class RecordStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, batch: RowBatch) -> None:
+        with self.engine.begin() as conn:
+            for table, rows in ((patient, batch.patients), (lab_order, batch.orders),
+                                (result, batch.results), (comment, batch.comments)):
+                if rows:
+                    conn.execute(insert(table), rows)
+
+    def ids_by_index(self, column: str, value: bytes) -> list[uuid.UUID]:
+        col = patient.c[column]
+        q = select(patient.c.id).where(col == value, patient.c.erased_at.is_(None))
+        with self.engine.connect() as conn:
+            return [r.id for r in conn.execute(q)]
+
+    def load(self, patient_id: uuid.UUID, with_results: bool = True) -> PatientRows | None:
+        with self.engine.connect() as conn:
+            p = conn.execute(select(patient).where(patient.c.id == patient_id)).first()
+            if p is None:
+                return None
+            if not with_results:
+                return PatientRows(p, (), (), ())
+            orders = conn.execute(select(lab_order).where(lab_order.c.patient_id == patient_id)
+                                  .order_by(lab_order.c.position)).all()
+            results = conn.execute(select(result).where(result.c.patient_id == patient_id)
+                                   .order_by(result.c.position)).all()
+            comments = conn.execute(select(comment).where(comment.c.patient_id == patient_id)
+                                    .order_by(comment.c.position)).all()
+        return PatientRows(p, orders, results, comments)
+
+    def iter_ids(self, batch: int = 1000) -> Iterator[list[uuid.UUID]]:
+        """Ids of live (not erased) patients, in batches, in id order."""
+        last: uuid.UUID | None = None
+        while True:
+            q = select(patient.c.id).where(patient.c.erased_at.is_(None))
+            if last is not None:
+                q = q.where(patient.c.id > last)
+            with self.engine.connect() as conn:
+                ids = [r.id for r in conn.execute(q.order_by(patient.c.id).limit(batch))]
+            if not ids:
+                return
+            yield ids
+            last = ids[-1]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            q = select(func.count()).select_from(patient).where(patient.c.erased_at.is_(None))
+            return int(conn.execute(q).scalar_one())
+
+    def erase(self, patient_id: uuid.UUID, at: datetime) -> None:
+        """Drop the patient's ciphertext and keep a tombstone row (id and erasure time)."""
+        sealed_null = {c.name: None for c in patient.c if c.type.__class__.__name__ == "SealedBytes"}
+        with self.engine.begin() as conn:
+            for table in (comment, result, lab_order):
+                conn.execute(delete(table).where(table.c.patient_id == patient_id))
+            conn.execute(update(patient).where(patient.c.id == patient_id).values(
+                erased_at=at, nir_bidx=None, name_birth_bidx=None, **sealed_null))

@@ -1,0 +1,384 @@
+"""The one door to personal data.
+
+Every call takes a `Principal` and, in this order: checks the permission (deny by default),
+appends the audit event (fail closed: no audit, no data), reads or writes ciphertext through
+the store, and opens or seals it with the patient's data key. Nothing else in labvault holds
+keys, ciphertext or the patient tables.
+
+Searches run their blind-index query before the audit event is written, so that the event can
+name the internal ids the search returned (or record a miss); nothing is returned before the
+event is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from itertools import islice
+from typing import Any
+
+from labvault import codec
+from labvault.access.permissions import Permission, allowed
+from labvault.access.principal import Principal
+from labvault.audit.sink import AuditEvent, AuditSink, DatabaseAuditSink
+from labvault.clock import Clock, SystemClock
+from labvault.config import Settings
+from labvault.crypto.blind import NAME_BIRTH_INDEX, NIR_INDEX, BlindIndex
+from labvault.crypto.envelope import (
+    AesGcmFieldCipher,
+    FieldCipher,
+    Sealed,
+    dek_context,
+    new_data_key,
+)
+from labvault.crypto.keys import KeyProvider, LocalKeyFile
+from labvault.domain import identifiers
+from labvault.domain.normalize import name_birth_key, normalize_nir
+from labvault.domain.records import Comment, Order, Patient, PatientRecord, Result
+from labvault.errors import AccessDenied, KeyUnavailable, NotFound
+from labvault.secret import Secret
+from labvault.store import schema
+from labvault.store.engine import make_engine
+from labvault.store.keystore import KeyStore, WrappedKey
+from labvault.store.records import RecordStore, RowBatch
+
+CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
+Progress = Callable[[int], None]
+DEK_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    patient_id: uuid.UUID
+    erased_at: Any
+    key_destroyed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    new_version: int
+    rewrapped: int
+    retired: tuple[int, ...]
+
+
+def validate_record(record: PatientRecord) -> None:
+    """Apply the French identifier validators; raise `InvalidRecord` naming the field."""
+    p = record.patient
+    if p.nir is not None:
+        identifiers.validate_nir(p.nir, field="patient.nir")
+    if p.ins is not None:
+        identifiers.validate_ins(p.ins.matricule, p.ins.oid, p.ins.status, field="patient.ins")
+    for i, order in enumerate(record.orders):
+        identifiers.validate_finess(order.lab_finess, field="order.lab_finess",
+                                    position=f"order {i + 1}")
+        pr = order.prescriber
+        if pr is not None and pr.rpps is not None:
+            identifiers.validate_rpps(pr.rpps, field="order.prescriber.rpps",
+                                      position=f"order {i + 1}")
+        if pr is not None and pr.adeli is not None:
+            identifiers.validate_adeli(pr.adeli, field="order.prescriber.adeli",
+                                       position=f"order {i + 1}")
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class Vault:
+    def __init__(
+        self,
+        *,
+        records: RecordStore,
+        keystore: KeyStore,
+        keys: KeyProvider,
+        audit: AuditSink,
+        clock: Clock | None = None,
+        cipher_factory: CipherFactory = AesGcmFieldCipher,
+    ) -> None:
+        self._records = records
+        self._keystore = keystore
+        self._keys = keys
+        self._audit = audit
+        self._clock = clock or SystemClock()
+        self._cipher_factory = cipher_factory
+        self._nir_index = BlindIndex(NIR_INDEX, keys.index_key(NIR_INDEX))
+        self._name_index = BlindIndex(NAME_BIRTH_INDEX, keys.index_key(NAME_BIRTH_INDEX))
+
+    def __repr__(self) -> str:
+        return f"Vault(keys={self._keys!r})"
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        passphrase: Secret[str] | None = None,
+        clock: Clock | None = None,
+        cipher_factory: CipherFactory = AesGcmFieldCipher,
+        keys: KeyProvider | None = None,
+    ) -> Vault:
+        data_engine = make_engine(settings.database_url)
+        key_engine = make_engine(settings.keystore_url)
+        schema.upgrade(data_engine, "data")
+        schema.upgrade(key_engine, "keys")
+        provider = keys or LocalKeyFile.open(settings.key_file, passphrase)
+        return cls(records=RecordStore(data_engine), keystore=KeyStore(key_engine),
+                   keys=provider, audit=DatabaseAuditSink(data_engine), clock=clock,
+                   cipher_factory=cipher_factory)
+
+    @classmethod
+    def init(cls, settings: Settings, *, passphrase: Secret[str] | None = None,
+             clock: Clock | None = None) -> Vault:
+        """Create a new vault: settings file, key file (0600), both databases' schemas."""
+        settings.save()
+        LocalKeyFile.create(settings.key_file, passphrase)
+        return cls.open(settings, passphrase=passphrase, clock=clock)
+
+    def close(self) -> None:
+        self._records.engine.dispose()
+        self._keystore.engine.dispose()
+
+    # -- the gate ------------------------------------------------------------------------------
+    def _event(self, principal: Principal, permission: Permission, outcome: str,
+               patient_ids: Iterable[uuid.UUID] = (), **detail: object) -> None:
+        self._audit.append(AuditEvent(
+            at=self._clock.now(), actor=principal.actor_id, role=principal.role,
+            source=principal.source, purpose=principal.purpose, action=str(permission),
+            outcome=outcome, patient_ids=tuple(patient_ids), detail=detail))
+
+    def _authorize(self, principal: Principal, permission: Permission,
+                   patient_ids: Iterable[uuid.UUID] = ()) -> None:
+        if not allowed(principal, permission):
+            self._event(principal, permission, "denied", patient_ids)
+            raise AccessDenied(principal.actor_id, principal.role, permission)
+
+    def _cipher_for(self, patient_id: uuid.UUID, wrapped: WrappedKey | None) -> FieldCipher:
+        if wrapped is None:
+            raise KeyUnavailable(f"no data key for patient {patient_id} (erased or unknown)")
+        dek = self._keys.unwrap(wrapped.kek_version, wrapped.wrapped, dek_context(patient_id))
+        return self._cipher_factory(dek, wrapped.dek_version)
+
+    # -- writing -------------------------------------------------------------------------------
+    def put_patient(self, principal: Principal, record: PatientRecord) -> uuid.UUID:
+        self.put_patients(principal, [record])
+        return record.id
+
+    def put_patients(self, principal: Principal, records: Iterable[PatientRecord], *,
+                     batch_size: int = 500, progress: Progress | None = None) -> int:
+        """Validate, seal and store patient records; returns how many were stored."""
+        self._authorize(principal, Permission.PATIENT_CREATE)
+        stored = 0
+        for chunk in _batched(records, batch_size):
+            for record in chunk:
+                validate_record(record)
+            now = self._clock.now()
+            self._event(principal, Permission.PATIENT_CREATE, "allowed", [r.id for r in chunk],
+                        results=sum(r.result_count() for r in chunk))
+            batch, keys = RowBatch(), []
+            for record in chunk:
+                dek = new_data_key()
+                kek_version, wrapped = self._keys.wrap(dek, dek_context(record.id))
+                keys.append(WrappedKey(record.id, kek_version, DEK_VERSION, wrapped))
+                self._seal_record(record, self._cipher_factory(dek, DEK_VERSION), now, batch)
+            # The key is committed first: a crash in between leaves an unused key, never
+            # ciphertext that no key opens.
+            self._keystore.insert_many(keys, now)
+            self._records.insert(batch)
+            stored += len(chunk)
+            if progress:
+                progress(len(chunk))
+        return stored
+
+    def _seal_record(self, record: PatientRecord, cipher: FieldCipher, now: Any,
+                     batch: RowBatch) -> None:
+        p = record.patient
+        pid = p.id
+        row = _seal(cipher, "patient", pid, p, codec.PATIENT)
+        nir = p.nir or (p.ins.matricule if p.ins is not None and p.ins.oid.is_nir_based else None)
+        row.update(id=pid, created_at=now,
+                   nir_bidx=self._nir_index.compute(normalize_nir(nir)) if nir else None,
+                   name_birth_bidx=self._name_index.compute(name_birth_key(p.last_name,
+                                                                           p.birth_date)))
+        batch.patients.append(row)
+        position = result_position = 0
+        for order_position, order in enumerate(record.orders):
+            orow = _seal(cipher, "lab_order", order.id, order, codec.ORDER)
+            orow.update(id=order.id, patient_id=pid, position=order_position, created_at=now)
+            batch.orders.append(orow)
+            for c in order.comments:
+                position += 1
+                batch.comments.append(self._comment_row(cipher, c, pid, order.id, None,
+                                                        position, now))
+            for res in order.results:
+                rrow = _seal(cipher, "result", res.id, res, codec.RESULT)
+                result_position += 1
+                rrow.update(id=res.id, order_id=order.id, patient_id=pid,
+                            position=result_position, created_at=now)
+                batch.results.append(rrow)
+                for c in res.comments:
+                    position += 1
+                    batch.comments.append(self._comment_row(cipher, c, pid, order.id, res.id,
+                                                            position, now))
+
+    @staticmethod
+    def _comment_row(cipher: FieldCipher, c: Comment, pid: uuid.UUID, order_id: uuid.UUID,
+                     result_id: uuid.UUID | None, position: int, now: Any) -> dict[str, Any]:
+        return {"id": c.id, "patient_id": pid, "order_id": order_id, "result_id": result_id,
+                "position": position, "created_at": now,
+                "text": cipher.seal("comment", "text", c.id, c.text.encode("utf-8"))}
+
+    # -- searching -----------------------------------------------------------------------------
+    def find_patients(self, principal: Principal, *, nir: str | None = None,
+                      last_name: str | None = None,
+                      birth_date: date | None = None) -> list[uuid.UUID]:
+        """Exact-match search by NIR, or by last name + birth date, through blind indexes."""
+        self._authorize(principal, Permission.PATIENT_SEARCH)
+        if nir is not None:
+            by = "nir"
+            ids = self._records.ids_by_index(
+                "nir_bidx", self._nir_index.compute(normalize_nir(nir)))
+        elif last_name is not None and birth_date is not None:
+            by = "name_birth"
+            ids = self._records.ids_by_index(
+                "name_birth_bidx", self._name_index.compute(name_birth_key(last_name, birth_date)))
+        else:
+            raise ValueError("search by nir, or by last_name and birth_date")
+        self._event(principal, Permission.PATIENT_SEARCH, "allowed", ids, by=by, hits=len(ids))
+        return ids
+
+    # -- reading -------------------------------------------------------------------------------
+    def get_patient(self, principal: Principal, patient_id: uuid.UUID) -> Patient:
+        """Identity and administrative data of one patient (no results)."""
+        self._authorize(principal, Permission.PATIENT_READ, [patient_id])
+        self._event(principal, Permission.PATIENT_READ, "allowed", [patient_id])
+        return self._load(patient_id, with_results=False).patient
+
+    def get_record(self, principal: Principal, patient_id: uuid.UUID) -> PatientRecord:
+        """A patient with orders, results and comments."""
+        self._authorize(principal, Permission.PATIENT_READ, [patient_id])
+        self._authorize(principal, Permission.RESULT_READ, [patient_id])
+        self._event(principal, Permission.RESULT_READ, "allowed", [patient_id])
+        return self._load(patient_id, with_results=True)
+
+    def iter_records(self, principal: Principal, *, batch_size: int = 200,
+                     progress: Progress | None = None) -> Iterator[PatientRecord]:
+        """Every live patient record (bulk export); one audit event per batch."""
+        self._authorize(principal, Permission.PATIENT_EXPORT)
+        for ids in self._records.iter_ids(batch_size):
+            self._event(principal, Permission.PATIENT_EXPORT, "allowed", ids)
+            for pid in ids:
+                yield self._load(pid, with_results=True)
+            if progress:
+                progress(len(ids))
+
+    def count_patients(self, principal: Principal) -> int:
+        self._authorize(principal, Permission.PATIENT_SEARCH)
+        n = self._records.count()
+        self._event(principal, Permission.PATIENT_SEARCH, "allowed", by="count", hits=n)
+        return n
+
+    def _load(self, patient_id: uuid.UUID, with_results: bool) -> PatientRecord:
+        rows = self._records.load(patient_id, with_results)
+        if rows is None:
+            raise NotFound("patient", patient_id)
+        if rows.patient.erased_at is not None:
+            raise KeyUnavailable(f"patient {patient_id} was erased")
+        cipher = self._cipher_for(patient_id, self._keystore.get(patient_id))
+        p = Patient(id=patient_id, **_open(cipher, "patient", patient_id, rows.patient,
+                                          codec.PATIENT))
+        comments: dict[tuple[uuid.UUID, uuid.UUID | None], list[Comment]] = {}
+        for c in rows.comments:
+            text = cipher.open("comment", "text", c.id, c.text).decode("utf-8")
+            comments.setdefault((c.order_id, c.result_id), []).append(Comment(text, id=c.id))
+        results: dict[uuid.UUID, list[Result]] = {}
+        for r in rows.results:
+            fields = _open(cipher, "result", r.id, r, codec.RESULT)
+            results.setdefault(r.order_id, []).append(Result(
+                id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())), **fields))
+        orders = tuple(
+            Order(id=o.id, results=tuple(results.get(o.id, ())),
+                  comments=tuple(comments.get((o.id, None), ())),
+                  **_open(cipher, "lab_order", o.id, o, codec.ORDER))
+            for o in rows.orders)
+        return PatientRecord(p, orders)
+
+    # -- erasure and keys ----------------------------------------------------------------------
+    def erase_patient(self, principal: Principal, patient_id: uuid.UUID) -> Erasure:
+        """Crypto-shred a patient: destroy the data key, then drop the ciphertext.
+
+        Every copy of the data database, including backups taken before now, holds only
+        ciphertext that no remaining key opens.
+        """
+        self._authorize(principal, Permission.PATIENT_ERASE, [patient_id])
+        if self._records.load(patient_id, with_results=False) is None:
+            raise NotFound("patient", patient_id)
+        self._event(principal, Permission.PATIENT_ERASE, "allowed", [patient_id])
+        now = self._clock.now()
+        destroyed = self._keystore.destroy(patient_id)
+        self._records.erase(patient_id, now)
+        return Erasure(patient_id, now, destroyed)
+
+    def rotate_keys(self, principal: Principal, progress: Progress | None = None) -> Rotation:
+        """New master key version; rewrap every data key under it; retire the old versions.
+
+        Data is not re-encrypted. Interrupted, it is simply run again: keys still under an old
+        version are rewrapped by the next run before that version is retired.
+        """
+        self._authorize(principal, Permission.KEYS_ROTATE)
+        self._event(principal, Permission.KEYS_ROTATE, "allowed")
+        new = self._keys.add_version()
+        rewrapped = 0
+        old_versions = [v for v in self._keys.versions() if v != new]
+        for version in old_versions:
+            for batch in self._keystore.iter_version(version):
+                fresh = []
+                for k in batch:
+                    ctx = dek_context(k.patient_id)
+                    dek = self._keys.unwrap(k.kek_version, k.wrapped, ctx)
+                    v, wrapped = self._keys.wrap(dek, ctx)
+                    fresh.append(WrappedKey(k.patient_id, v, k.dek_version, wrapped))
+                self._keystore.rewrap(fresh)
+                rewrapped += len(fresh)
+                if progress:
+                    progress(len(fresh))
+        leftovers = self._keystore.count_by_version()
+        retired = []
+        for version in old_versions:
+            if leftovers.get(version, 0) == 0:
+                self._keys.retire(version)
+                retired.append(version)
+        return Rotation(new, rewrapped, tuple(retired))
+
+    def key_status(self, principal: Principal) -> dict[int, int]:
+        """Data keys per master key version."""
+        self._authorize(principal, Permission.KEYS_ROTATE)
+        self._event(principal, Permission.KEYS_ROTATE, "allowed", what="key-status")
+        return self._keystore.count_by_version()
+
+
+def _seal(cipher: FieldCipher, table: str, record_id: uuid.UUID, obj: Any,
+          columns: dict[str, codec.Codec]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    seal = cipher.seal
+    for column, (encode, _) in columns.items():
+        value = getattr(obj, column)
+        row[column] = None if value is None else seal(table, column, record_id, encode(value))
+    return row
+
+
+def _open(cipher: FieldCipher, table: str, record_id: uuid.UUID, row: Any,
+          columns: dict[str, codec.Codec]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    mapping = row._mapping
+    for column, (_, decode) in columns.items():
+        sealed: Sealed | None = mapping[column]
+        out[column] = None if sealed is None else decode(cipher.open(table, column, record_id,
+                                                                     sealed))
+    return out
+
+
+__all__ = ["Erasure", "Rotation", "Vault", "validate_record"]
