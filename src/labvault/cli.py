@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from rich.table import Table
 from labvault.access.principal import local_operator
 from labvault.config import CONFIG_NAME, DEFAULT_DATA_DIR, Settings
 from labvault.domain.records import PatientRecord
-from labvault.errors import LabvaultError
+from labvault.errors import KeyProviderError, LabvaultError
 from labvault.leakcheck import LeakReport
 from labvault.leakprobe import run_leak_check
 from labvault.secret import Secret
@@ -46,14 +47,23 @@ err = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="LABVAULT_HOME",
                                        help="The vault's data directory.")]
 DEMO_DIR = Path("labvault-demo")
+DEMO_MARKER = ".labvault-demo"
+
+
+def _ask_passphrase(prompt: str, confirm: bool = False) -> Secret[str]:
+    value = os.environ.get("LABVAULT_PASSPHRASE")
+    if value:
+        return Secret(value)
+    if not sys.stdin.isatty():
+        raise KeyProviderError("the key file is passphrase-protected: set LABVAULT_PASSPHRASE "
+                               "or run the command in a terminal")
+    return Secret(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
 def _passphrase(settings: Settings) -> Secret[str] | None:
     if not settings.passphrase_protected:
         return None
-    value = os.environ.get("LABVAULT_PASSPHRASE") or typer.prompt("Key file passphrase",
-                                                                  hide_input=True)
-    return Secret(value)
+    return _ask_passphrase("Key file passphrase")
 
 
 @contextmanager
@@ -96,12 +106,8 @@ def init(
     base = Settings.embedded(data_dir, passphrase_protected=passphrase)
     settings = Settings(data_dir, database_url or base.database_url,
                         keystore_url or base.keystore_url, base.key_file, passphrase)
-    secret = None
-    if passphrase:
-        secret = Secret(os.environ.get("LABVAULT_PASSPHRASE")
-                        or typer.prompt("New passphrase", hide_input=True,
-                                        confirmation_prompt=True))
     try:
+        secret = _ask_passphrase("New passphrase", confirm=True) if passphrase else None
         Vault.init(settings, passphrase=secret).close()
     except LabvaultError as exc:
         raise _fail(exc) from None
@@ -301,13 +307,15 @@ def demo(
 ) -> None:
     """Create a vault, load synthetic patients, find one by NIR, show it, check for leaks."""
     if data_dir.exists():
-        if not (data_dir / CONFIG_NAME).exists() and any(data_dir.iterdir()):
+        if not data_dir.is_dir() or (any(data_dir.iterdir())
+                                     and not (data_dir / DEMO_MARKER).is_file()):
             err.print(f"error: {data_dir} exists and is not a labvault demo; pick another")
             raise typer.Exit(1)
         shutil.rmtree(data_dir)
     try:
         settings = Settings.embedded(data_dir)
         vault = Vault.init(settings)
+        (data_dir / DEMO_MARKER).write_text("synthetic demo vault: `labvault demo` replaces it\n")
         try:
             console.rule("1. a new vault")
             console.print(f"data directory {data_dir} (0700), key file master.key (0600), "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -73,7 +74,11 @@ def text_needles(category: str, text: str) -> list[Needle]:
             out.append(form.encode("latin-1"))
         except UnicodeEncodeError:
             pass
-        out.append(form.encode("utf-16-le"))
+        # UTF-16 doubles the byte length without adding information: "135" becomes six bytes
+        # that SQLite's WAL index (little-endian uint16 tables) holds by chance. The minimum
+        # length applies to characters for this encoding.
+        if len(form) >= MIN_NEEDLE_BYTES:
+            out.append(form.encode("utf-16-le"))
     return _dedup(category, out)
 
 
@@ -262,7 +267,8 @@ class LeakScanner:
         drain = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
         drain.start()
         try:
-            rep = self._scan_stream(f"pg_dump:{u.database}", proc.stdout, chunk_size)
+            rep = self._scan_stream(f"pg_dump:{u.database}", _ByteaDecoded(proc.stdout),  # type: ignore[arg-type]
+                                    chunk_size)
         finally:
             if proc.poll() is None:
                 proc.stdout.close()
@@ -275,6 +281,30 @@ class LeakScanner:
                 msg = msg.replace(str(password), MASK)
             raise StoreError(f"pg_dump failed for database {u.database} (exit {code}): {msg}")
         return rep
+
+
+_BYTEA_HEX = re.compile(rb"\\\\?x((?:[0-9a-f]{2})+)")
+
+
+class _ByteaDecoded:
+    """A pg_dump stream with its bytea hex literals (``\\x6a0f...``) turned back into bytes.
+
+    Without it a plaintext value stored in a bytea column would hide in hex from the scan, and
+    digit-only values (``19850312``) would match by chance inside hex-encoded ciphertext.
+    Offsets in findings are offsets in this decoded stream.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int) -> bytes:
+        out = bytearray()
+        while len(out) < size:
+            line = self._stream.readline()
+            if not line:
+                break
+            out += _BYTEA_HEX.sub(lambda m: bytes.fromhex(m.group(1).decode("ascii")), line)
+        return bytes(out)
 
 
 def _raise(exc: OSError) -> None:

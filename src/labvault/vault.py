@@ -134,8 +134,8 @@ class Vault:
     def init(cls, settings: Settings, *, passphrase: Secret[str] | None = None,
              clock: Clock | None = None) -> Vault:
         """Create a new vault: settings file, key file (0600), both databases' schemas."""
-        settings.save()
         LocalKeyFile.create(settings.key_file, passphrase)
+        settings.save()
         return cls.open(settings, passphrase=passphrase, clock=clock)
 
     def close(self) -> None:

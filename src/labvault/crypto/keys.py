@@ -144,6 +144,13 @@ class LocalKeyFile:
             doc = json.loads(path.read_bytes())
         except (OSError, ValueError):
             raise KeyProviderError(f"key file {path} is unreadable or corrupt") from None
+        try:
+            return cls._from_document(path, doc, passphrase)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise KeyProviderError(f"key file {path} is corrupt") from None
+
+    @classmethod
+    def _from_document(cls, path: Path, doc: dict, passphrase: Secret[str] | None) -> LocalKeyFile:
         kdf = None
         if doc.get("format") == SEALED_KEYFILE_FORMAT:
             if passphrase is None:
@@ -160,7 +167,10 @@ class LocalKeyFile:
         if doc.get("format") != KEYFILE_FORMAT:
             raise KeyProviderError(f"key file {path} has an unknown format")
         kek = {int(v): _unb64(k) for v, k in doc["kek"].items()}
-        return cls(path, kek, int(doc["active"]), _unb64(doc["index_root"]), passphrase, kdf)
+        active = int(doc["active"])
+        if active not in kek or any(len(k) != KEY_BYTES for k in kek.values()):
+            raise KeyProviderError(f"key file {path} is corrupt")
+        return cls(path, kek, active, _unb64(doc["index_root"]), passphrase, kdf)
 
     def _document(self) -> bytes:
         doc = {
@@ -190,6 +200,7 @@ class LocalKeyFile:
         tmp = self._path.with_name(self._path.name + ".new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             os.write(fd, payload)
             os.fsync(fd)
         finally:
@@ -214,7 +225,7 @@ class LocalKeyFile:
             raise InvalidCiphertext()
         try:
             return Secret(aead.decrypt(wrapped[:12], wrapped[12:], _wrap_aad(version, context)))
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             raise InvalidCiphertext() from None
 
     def index_key(self, name: str) -> Secret[bytes]:

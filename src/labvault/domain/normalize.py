@@ -14,17 +14,20 @@ _SEPARATORS = re.compile(r"[\s\-'’‐‑.,_]+")
 _NIR_NOISE = re.compile(r"[\s.\-]+")
 
 # Letters that NFKD does not decompose into a base letter + combining mark.
-_LIGATURES = str.maketrans({"Œ": "OE", "œ": "OE", "Æ": "AE", "æ": "AE", "ß": "SS", "Ø": "O", "ø": "O"})
+_LIGATURES = str.maketrans(
+    {"Œ": "OE", "œ": "OE", "Æ": "AE", "æ": "AE", "ß": "SS", "ẞ": "SS", "Ø": "O", "ø": "O"}
+)
 
 
 def strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
+    # NFKD first: some letters (Ǣ, Ǿ...) decompose into a ligature plus a mark.
+    decomposed = unicodedata.normalize("NFKD", text).translate(_LIGATURES)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def normalize_name(name: str) -> str:
     """Upper-case, accents removed, hyphens/apostrophes/runs of spaces folded into one space."""
-    folded = strip_accents(name).upper()
+    folded = strip_accents(name.upper()).upper()
     return _SEPARATORS.sub(" ", folded).strip()
 
 

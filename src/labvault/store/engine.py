@@ -9,11 +9,13 @@ the (sealed or not) values it carried.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from labvault.errors import StoreError
 
@@ -59,6 +61,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.execute("PRAGMA secure_delete=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+@contextmanager
+def guarded(action: str) -> Iterator[None]:
+    """Turn a driver error into a `StoreError` that names the action and the SQLSTATE only.
+
+    PostgreSQL quotes offending values in its messages (``invalid input syntax ... "..."``);
+    those messages must not travel into logs or tracebacks.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None)
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+        kind = type(orig).__name__ if orig is not None else type(exc).__name__
+        raise StoreError(f"{action} failed ({kind}{', ' + state if state else ''})") from None
 
 
 def checkpoint(engine: Engine) -> None:

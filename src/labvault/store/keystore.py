@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 
-from labvault.store.engine import checkpoint
+from labvault.store.engine import checkpoint, guarded
 from labvault.store.tables import data_key
 
 
@@ -39,7 +39,7 @@ class KeyStore:
                  "dek_version": k.dek_version, "wrapped": k.wrapped, "created_at": at}
                 for k in keys]
         if rows:
-            with self.engine.begin() as conn:
+            with guarded("storing data keys"), self.engine.begin() as conn:
                 conn.execute(insert(data_key), rows)
 
     def get(self, patient_id: uuid.UUID) -> WrappedKey | None:

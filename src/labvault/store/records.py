@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, delete, func, insert, select, update
 
+from labvault.store.engine import guarded
 from labvault.store.tables import comment, lab_order, patient, result
 
 
@@ -43,7 +44,7 @@ class RecordStore:
         self.engine = engine
 
     def insert(self, batch: RowBatch) -> None:
-        with self.engine.begin() as conn:
+        with guarded("storing records"), self.engine.begin() as conn:
             for table, rows in ((patient, batch.patients), (lab_order, batch.orders),
                                 (result, batch.results), (comment, batch.comments)):
                 if rows:

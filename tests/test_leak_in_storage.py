@@ -1,0 +1,55 @@
+"""The leak check over a real vault of 1,000 synthetic patients, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from labvault.leakprobe import run_leak_check
+from labvault.synthetic import SyntheticLab
+
+PATIENTS = 1000
+
+
+@pytest.fixture
+def full_vault(vault, operator):
+    records = list(SyntheticLab(seed=1000).records(PATIENTS))
+    vault.put_patients(operator, records)
+    return vault, records
+
+
+def test_no_plaintext_anywhere(full_vault, settings, operator, backend):
+    vault, records = full_vault
+    # Read everything once more so the WAL and pages hold whatever reads leave behind.
+    for record in records[:50]:
+        vault.get_record(operator, record.id)
+    report = run_leak_check(vault, settings, operator)
+    assert report.clean, report.summary_lines()
+    for category in ("name", "nir", "birth_date", "phone", "email", "comment", "result_value"):
+        assert report.needles_used.get(category, 0) > 0
+    scanned = dict(report.sources)
+    if backend == "sqlite":
+        assert any(s.endswith("labvault.sqlite") for s in scanned)
+        assert any(s.endswith("labvault.sqlite-wal") and n > 0 for s, n in scanned.items())
+        assert any(s.endswith("keys.sqlite") for s in scanned)
+    else:
+        assert sum(1 for s in scanned if s.startswith("pg_dump:")) == 2
+        assert max(n for s, n in scanned.items() if s.startswith("pg_dump:")) > 1_000_000
+
+
+@pytest.mark.parametrize("category", ["name", "nir", "comment"])
+def test_a_planted_plaintext_value_is_found(full_vault, settings, operator, category):
+    vault, records = full_vault
+    victim = records[123]
+    value = {
+        "name": victim.patient.last_name,
+        "nir": victim.patient.nir or records[124].patient.nir,
+        "comment": next(c.text for r in records for o in r.orders for c in o.comments),
+    }[category]
+    # A plaintext copy slipped into a clear column, as a careless integration would do.
+    with vault._records.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET detail = :v WHERE id = 1"), {"v": value})
+    report = run_leak_check(vault, settings, operator)
+    assert not report.clean
+    assert category in {f.category for f in report.findings}
+    assert all(value not in line for line in report.summary_lines())
