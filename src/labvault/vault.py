@@ -132,11 +132,13 @@ class Vault:
 
     @classmethod
     def init(cls, settings: Settings, *, passphrase: Secret[str] | None = None,
-             clock: Clock | None = None) -> Vault:
+             clock: Clock | None = None,
+             cipher_factory: CipherFactory = AesGcmFieldCipher) -> Vault:
         """Create a new vault: settings file, key file (0600), both databases' schemas."""
         LocalKeyFile.create(settings.key_file, passphrase)
         settings.save()
-        return cls.open(settings, passphrase=passphrase, clock=clock)
+        return cls.open(settings, passphrase=passphrase, clock=clock,
+                        cipher_factory=cipher_factory)
 
     def close(self) -> None:
         self._records.engine.dispose()
