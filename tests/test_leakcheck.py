@@ -268,3 +268,12 @@ def make_bad_url(url: str, password: str) -> str:
 
     u = make_url(url)
     return u.set(password=password, database="labvault_no_such_db_x").render_as_string(False)
+
+
+def test_digit_value_inside_a_hex_uuid_is_noise_but_standalone_is_found() -> None:
+    scanner = LeakScanner(date_needles("birth_date", datetime.date(1969, 2, 10)))
+    noise = b"1d28027cec8c442e19690210cf2bff80"  # a clear UUID that happens to hold 19690210
+    assert scanner.scan_bytes("uuid", noise).clean
+    leaked = b"PID|1||269027308499685||REGNIER^OCEANE||19690210|F"
+    rep = scanner.scan_bytes("hl7", leaked)
+    assert [f.category for f in rep.findings] == ["birth_date"]

@@ -193,6 +193,8 @@ class LeakScanner:
         for end, (length, cats) in self._automaton.iter(buf.decode("latin-1")):
             if end < new_from:
                 continue  # lies wholly in the overlap: already found in the previous chunk
+            if _inside_hex_run(buf, end - length + 1, end):
+                continue
             for cat in cats:
                 if len(rep.findings) < MAX_FINDINGS_PER_SOURCE:
                     rep.findings.append(Finding(cat, source, base + end - length + 1))
@@ -281,6 +283,26 @@ class LeakScanner:
                 msg = msg.replace(str(password), MASK)
             raise StoreError(f"pg_dump failed for database {u.database} (exit {code}): {msg}")
         return rep
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _inside_hex_run(buf: bytes, start: int, end: int) -> bool:
+    """A match made only of hex digits, inside a longer run of hex digits, is not a value.
+
+    Clear UUIDs are stored as 32 hex characters (SQLite) and 8-digit dates or short numbers
+    turn up inside them by chance (about one in 4 billion positions per needle, and a vault
+    has millions of such positions and thousands of such needles). A value written in clear
+    stands between separators, so this drops only noise; the price is that a digit-only value
+    glued to a hex digit on either side is not reported.
+    """
+    match = buf[start:end + 1]
+    if not all(b in _HEX_DIGITS for b in match):
+        return False
+    before = buf[start - 1] if start > 0 else None
+    after = buf[end + 1] if end + 1 < len(buf) else None
+    return before in _HEX_DIGITS or after in _HEX_DIGITS
 
 
 _BYTEA_HEX = re.compile(rb"\\\\?x((?:[0-9a-f]{2})+)")
