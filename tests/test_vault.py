@@ -245,3 +245,42 @@ def test_keystore_is_a_separate_database(vault):
     key_tables = set(inspect(vault._keystore.engine).get_table_names())
     assert "patient" in data_tables and "data_key" not in data_tables
     assert "data_key" in key_tables and "patient" not in key_tables
+
+
+def test_erasing_an_unknown_patient_is_audited(vault, operator):
+    ghost = uuid.uuid4()
+    with pytest.raises(NotFound):
+        vault.erase_patient(operator, ghost)
+    last = vault._audit.events()[-1]
+    assert (last.action, last.outcome, last.patient_ids) == ("vault:patient:erase", "not_found",
+                                                             (ghost,))
+
+
+def test_bulk_read_survives_an_interrupted_erasure(vault, operator, loaded):
+    """Key destroyed, ciphertext not yet dropped (a crash in between): export skips it."""
+    vault._keystore.destroy(loaded[2].id)
+    got = [r.id for r in vault.iter_records(operator)]
+    assert loaded[2].id not in got and len(got) == len(loaded) - 1
+    assert any(e.outcome == "key_missing" and e.patient_ids == (loaded[2].id,)
+               for e in vault._audit.events())
+    vault.erase_patient(operator, loaded[2].id)  # finishing the erasure works
+    with pytest.raises(KeyUnavailable):
+        vault.get_record(operator, loaded[2].id)
+
+
+def test_failed_write_leaves_no_orphan_key_and_can_be_retried(vault, operator, loaded):
+    from labvault.errors import StoreError
+    fresh = SyntheticLab(seed=99).record()
+    clash = replace(fresh.orders[0], id=loaded[0].orders[0].id)  # an order id already stored
+    bad = replace(fresh, orders=(clash, *fresh.orders[1:]))
+    with pytest.raises(StoreError):
+        vault.put_patient(operator, bad)
+    assert vault._keystore.get(fresh.id) is None
+    vault.put_patient(operator, fresh)
+    assert vault.get_record(operator, fresh.id) == fresh
+
+
+def test_key_store_sharing_the_data_database_is_refused(settings):
+    from labvault.errors import ConfigurationError
+    with pytest.raises(ConfigurationError):
+        Vault.init(replace(settings, keystore_url=settings.database_url))

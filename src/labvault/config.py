@@ -57,10 +57,21 @@ class Settings:
         except KeyError as exc:
             raise ConfigurationError(f"{path} lacks the setting {exc.args[0]}") from None
 
-    def save(self) -> None:
-        for url in (self.database_url, self.keystore_url):
-            if make_url(url).password:
+    def check(self) -> None:
+        """Refuse settings that would defeat the design."""
+        data, keys = make_url(self.database_url), make_url(self.keystore_url)
+        for url in (data, keys):
+            if url.password:
                 raise ConfigurationError("database URLs must not carry a password")
+        same = (data.get_backend_name() == keys.get_backend_name()
+                and (data.host, data.port, data.database) == (keys.host, keys.port, keys.database))
+        if same:
+            raise ConfigurationError(
+                "the key store must be a database of its own: a copy of the data would "
+                "otherwise carry every data key, and erasure would not reach backups")
+
+    def save(self) -> None:
+        self.check()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
         key_file = (self.key_file.relative_to(self.data_dir)

@@ -121,6 +121,7 @@ class Vault:
         cipher_factory: CipherFactory = AesGcmFieldCipher,
         keys: KeyProvider | None = None,
     ) -> Vault:
+        settings.check()
         data_engine = make_engine(settings.database_url)
         key_engine = make_engine(settings.keystore_url)
         schema.upgrade(data_engine, "data")
@@ -189,7 +190,12 @@ class Vault:
             # The key is committed first: a crash in between leaves an unused key, never
             # ciphertext that no key opens.
             self._keystore.insert_many(keys, now)
-            self._records.insert(batch)
+            try:
+                self._records.insert(batch)
+            except BaseException:
+                # Leave no orphan key behind: a retry with the same ids must succeed.
+                self._keystore.delete_many([k.patient_id for k in keys])
+                raise
             stored += len(chunk)
             if progress:
                 progress(len(chunk))
@@ -273,7 +279,14 @@ class Vault:
         for ids in self._records.iter_ids(batch_size):
             self._event(principal, Permission.PATIENT_EXPORT, "allowed", ids)
             for pid in ids:
-                yield self._load(pid, with_results=True)
+                try:
+                    record = self._load(pid, with_results=True)
+                except KeyUnavailable:
+                    # An erasure interrupted between destroying the key and dropping the
+                    # ciphertext: the record is already unreadable; `erase patient` finishes it.
+                    self._event(principal, Permission.PATIENT_EXPORT, "key_missing", [pid])
+                    continue
+                yield record
             if progress:
                 progress(len(ids))
 
@@ -317,6 +330,7 @@ class Vault:
         """
         self._authorize(principal, Permission.PATIENT_ERASE, [patient_id])
         if self._records.load(patient_id, with_results=False) is None:
+            self._event(principal, Permission.PATIENT_ERASE, "not_found", [patient_id])
             raise NotFound("patient", patient_id)
         self._event(principal, Permission.PATIENT_ERASE, "allowed", [patient_id])
         now = self._clock.now()

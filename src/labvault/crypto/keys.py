@@ -12,9 +12,12 @@ its mode lets anyone else read it, optionally sealed under a passphrase through 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -110,6 +113,7 @@ class LocalKeyFile:
         self._kdf = kdf or Argon2Params()
         self._aead = {v: AESGCM(k) for v, k in self._kek.items()}
         self._index_keys: dict[str, Secret[bytes]] = {}
+        self._seen: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"LocalKeyFile(path={str(self._path)!r}, versions={self.versions()})"
@@ -170,7 +174,9 @@ class LocalKeyFile:
         active = int(doc["active"])
         if active not in kek or any(len(k) != KEY_BYTES for k in kek.values()):
             raise KeyProviderError(f"key file {path} is corrupt")
-        return cls(path, kek, active, _unb64(doc["index_root"]), passphrase, kdf)
+        provider = cls(path, kek, active, _unb64(doc["index_root"]), passphrase, kdf)
+        provider._seen = provider._stamp()
+        return provider
 
     def _document(self) -> bytes:
         doc = {
@@ -198,14 +204,19 @@ class LocalKeyFile:
             }, indent=1).encode()
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self._path.with_name(self._path.name + ".new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        tmp.unlink(missing_ok=True)  # a leftover from a crash; O_EXCL refuses planted links
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)  # writes it all, or raises (disk full) before the swap below
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self._path)
+        self._seen = self._stamp()
+        dir_fd = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power loss
+        finally:
+            os.close(dir_fd)
 
     # -- KeyProvider -----------------------------------------------------------------------
     def active_version(self) -> int:
@@ -214,12 +225,43 @@ class LocalKeyFile:
     def versions(self) -> list[int]:
         return sorted(self._kek)
 
+    # -- several processes share one key file -------------------------------------------------
+    def _stamp(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            raise KeyProviderError(f"key file {self._path} disappeared") from None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _refresh(self) -> None:
+        """Reload the versions if another process rotated the key file since we read it."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return
+        fresh = LocalKeyFile.open(self._path, self._passphrase)
+        self._kek, self._active, self._aead = fresh._kek, fresh._active, fresh._aead
+        self._seen = stamp
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise changes to the key file between processes, on its latest state."""
+        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._refresh()
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def wrap(self, dek: Secret[bytes], context: bytes) -> tuple[int, bytes]:
+        self._refresh()  # never wrap under a version another process has just replaced
         nonce = os.urandom(12)
         v = self._active
         return v, nonce + self._aead[v].encrypt(nonce, dek.reveal(), _wrap_aad(v, context))
 
     def unwrap(self, version: int, wrapped: bytes, context: bytes) -> Secret[bytes]:
+        self._refresh()  # a version retired by another process is forgotten here too
         aead = self._aead.get(version)
         if aead is None:
             raise InvalidCiphertext()
@@ -237,16 +279,18 @@ class LocalKeyFile:
         return key
 
     def add_version(self) -> int:
-        v = max(self._kek) + 1
-        self._kek[v] = AESGCM.generate_key(256)
-        self._aead[v] = AESGCM(self._kek[v])
-        self._active = v
-        self._save()
+        with self._exclusive():
+            v = max(self._kek) + 1
+            self._kek[v] = AESGCM.generate_key(256)
+            self._aead[v] = AESGCM(self._kek[v])
+            self._active = v
+            self._save()
         return v
 
     def retire(self, version: int) -> None:
-        if version == self._active:
-            raise KeyProviderError("the active key version cannot be retired")
-        self._kek.pop(version, None)
-        self._aead.pop(version, None)
-        self._save()
+        with self._exclusive():
+            if version == self._active:
+                raise KeyProviderError("the active key version cannot be retired")
+            self._kek.pop(version, None)
+            self._aead.pop(version, None)
+            self._save()

@@ -58,6 +58,13 @@ class KeyStore:
                                                    r.wrapped)
         return out
 
+    def delete_many(self, patient_ids: list[uuid.UUID]) -> None:
+        """Remove keys whose records were never stored (a failed write)."""
+        with guarded("removing unused data keys"), self.engine.begin() as conn:
+            for start in range(0, len(patient_ids), 500):
+                conn.execute(delete(data_key).where(
+                    data_key.c.patient_id.in_(patient_ids[start:start + 500])))
+
     def destroy(self, patient_id: uuid.UUID) -> bool:
         with self.engine.begin() as conn:
             gone = conn.execute(delete(data_key).where(data_key.c.patient_id == patient_id))
