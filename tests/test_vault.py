@@ -284,3 +284,34 @@ def test_key_store_sharing_the_data_database_is_refused(settings):
     from labvault.errors import ConfigurationError
     with pytest.raises(ConfigurationError):
         Vault.init(replace(settings, keystore_url=settings.database_url))
+
+
+def _first_with_result_comment(records):
+    for rec in records:
+        results = [r for o in rec.orders for r in o.results]
+        if len(results) >= 2 and any(r.comments for r in results):
+            return rec, results
+    raise AssertionError("the synthetic sample has no result comment")
+
+
+def test_moving_a_comment_to_another_result_fails(vault, operator, loaded):
+    """The clear parent ids are bound into the sealed fields' associated data."""
+    from labvault.store.tables import comment as comment_table
+    rec, results = _first_with_result_comment(loaded)
+    commented = next(r for r in results if r.comments)
+    other = next(r for r in results if r.id != commented.id)
+    with _engine(vault).begin() as conn:
+        conn.execute(update(comment_table).where(comment_table.c.id == commented.comments[0].id)
+                     .values(result_id=other.id))
+    with pytest.raises(InvalidCiphertext):
+        vault.get_record(operator, rec.id)
+
+
+def test_reordering_results_fails(vault, operator, loaded):
+    rec = next(r for r in loaded if r.result_count() >= 2)
+    first = rec.orders[0].results[0] if rec.orders[0].results else None
+    target = first or next(r for o in rec.orders for r in o.results)
+    with _engine(vault).begin() as conn:
+        conn.execute(update(result).where(result.c.id == target.id).values(position=999))
+    with pytest.raises(InvalidCiphertext):
+        vault.get_record(operator, rec.id)

@@ -29,6 +29,7 @@ from labvault.crypto.blind import NAME_BIRTH_INDEX, NIR_INDEX, BlindIndex
 from labvault.crypto.envelope import (
     AesGcmFieldCipher,
     FieldCipher,
+    RecordRef,
     Sealed,
     dek_context,
     new_data_key,
@@ -214,7 +215,8 @@ class Vault:
         batch.patients.append(row)
         position = result_position = 0
         for order_position, order in enumerate(record.orders):
-            orow = _seal(cipher, "lab_order", order.id, order, codec.ORDER)
+            orow = _seal(cipher, "lab_order", _order_ref(order.id, pid, order_position), order,
+                         codec.ORDER)
             orow.update(id=order.id, patient_id=pid, position=order_position, created_at=now)
             batch.orders.append(orow)
             for c in order.comments:
@@ -222,8 +224,9 @@ class Vault:
                 batch.comments.append(self._comment_row(cipher, c, pid, order.id, None,
                                                         position, now))
             for res in order.results:
-                rrow = _seal(cipher, "result", res.id, res, codec.RESULT)
                 result_position += 1
+                rrow = _seal(cipher, "result",
+                             _result_ref(res.id, pid, order.id, result_position), res, codec.RESULT)
                 rrow.update(id=res.id, order_id=order.id, patient_id=pid,
                             position=result_position, created_at=now)
                 batch.results.append(rrow)
@@ -237,7 +240,9 @@ class Vault:
                      result_id: uuid.UUID | None, position: int, now: Any) -> dict[str, Any]:
         return {"id": c.id, "patient_id": pid, "order_id": order_id, "result_id": result_id,
                 "position": position, "created_at": now,
-                "text": cipher.seal("comment", "text", c.id, c.text.encode("utf-8"))}
+                "text": cipher.seal("comment", "text",
+                                    _comment_ref(c.id, pid, order_id, result_id, position),
+                                    c.text.encode("utf-8"))}
 
     # -- searching -----------------------------------------------------------------------------
     def find_patients(self, principal: Principal, *, nir: str | None = None,
@@ -307,17 +312,20 @@ class Vault:
                                           codec.PATIENT))
         comments: dict[tuple[uuid.UUID, uuid.UUID | None], list[Comment]] = {}
         for c in rows.comments:
-            text = cipher.open("comment", "text", c.id, c.text).decode("utf-8")
+            ref = _comment_ref(c.id, c.patient_id, c.order_id, c.result_id, c.position)
+            text = cipher.open("comment", "text", ref, c.text).decode("utf-8")
             comments.setdefault((c.order_id, c.result_id), []).append(Comment(text, id=c.id))
         results: dict[uuid.UUID, list[Result]] = {}
         for r in rows.results:
-            fields = _open(cipher, "result", r.id, r, codec.RESULT)
+            fields = _open(cipher, "result", _result_ref(r.id, r.patient_id, r.order_id, r.position),
+                           r, codec.RESULT)
             results.setdefault(r.order_id, []).append(Result(
                 id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())), **fields))
         orders = tuple(
             Order(id=o.id, results=tuple(results.get(o.id, ())),
                   comments=tuple(comments.get((o.id, None), ())),
-                  **_open(cipher, "lab_order", o.id, o, codec.ORDER))
+                  **_open(cipher, "lab_order", _order_ref(o.id, o.patient_id, o.position), o,
+                          codec.ORDER))
             for o in rows.orders)
         return PatientRecord(p, orders)
 
@@ -376,7 +384,23 @@ class Vault:
         return self._keystore.count_by_version()
 
 
-def _seal(cipher: FieldCipher, table: str, record_id: uuid.UUID, obj: Any,
+def _order_ref(order_id: uuid.UUID, patient_id: uuid.UUID, position: int) -> str:
+    """Binds an order's fields to its patient and position, not only to its own id."""
+    return f"{order_id.hex}/p={patient_id.hex}/n={position}"
+
+
+def _result_ref(result_id: uuid.UUID, patient_id: uuid.UUID, order_id: uuid.UUID,
+                position: int) -> str:
+    return f"{result_id.hex}/p={patient_id.hex}/o={order_id.hex}/n={position}"
+
+
+def _comment_ref(comment_id: uuid.UUID, patient_id: uuid.UUID, order_id: uuid.UUID,
+                 result_id: uuid.UUID | None, position: int) -> str:
+    on = result_id.hex if result_id is not None else "-"
+    return f"{comment_id.hex}/p={patient_id.hex}/o={order_id.hex}/r={on}/n={position}"
+
+
+def _seal(cipher: FieldCipher, table: str, record_id: RecordRef, obj: Any,
           columns: dict[str, codec.Codec]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     seal = cipher.seal
@@ -386,7 +410,7 @@ def _seal(cipher: FieldCipher, table: str, record_id: uuid.UUID, obj: Any,
     return row
 
 
-def _open(cipher: FieldCipher, table: str, record_id: uuid.UUID, row: Any,
+def _open(cipher: FieldCipher, table: str, record_id: RecordRef, row: Any,
           columns: dict[str, codec.Codec]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mapping = row._mapping

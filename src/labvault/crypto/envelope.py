@@ -52,16 +52,23 @@ class Sealed:
         return _HEADER.unpack_from(self.blob)[1]
 
 
-def field_aad(table: str, column: str, record_id: uuid.UUID, key_version: int) -> bytes:
-    return f"labvault/field/v1|{table}|{column}|{record_id.hex}|{key_version}".encode()
+RecordRef = uuid.UUID | str
+"""A record id, or a string that also names the record's place (its parents and position)."""
+
+
+def field_aad(table: str, column: str, record_id: RecordRef, key_version: int) -> bytes:
+    ref = record_id.hex if isinstance(record_id, uuid.UUID) else record_id
+    if "|" in ref:
+        raise ValueError("a record reference cannot contain '|'")
+    return f"labvault/field/v1|{table}|{column}|{ref}|{key_version}".encode()
 
 
 class FieldCipher(Protocol):
     """Seals and opens the fields of one patient."""
 
-    def seal(self, table: str, column: str, record_id: uuid.UUID, plaintext: bytes) -> Sealed: ...
+    def seal(self, table: str, column: str, record_id: RecordRef, plaintext: bytes) -> Sealed: ...
 
-    def open(self, table: str, column: str, record_id: uuid.UUID, sealed: Sealed) -> bytes: ...
+    def open(self, table: str, column: str, record_id: RecordRef, sealed: Sealed) -> bytes: ...
 
 
 class AesGcmFieldCipher:
@@ -76,13 +83,13 @@ class AesGcmFieldCipher:
     def __repr__(self) -> str:
         return f"AesGcmFieldCipher(version={self._version})"
 
-    def seal(self, table: str, column: str, record_id: uuid.UUID, plaintext: bytes) -> Sealed:
+    def seal(self, table: str, column: str, record_id: RecordRef, plaintext: bytes) -> Sealed:
         nonce = os.urandom(_NONCE)
         aad = field_aad(table, column, record_id, self._version)
         return Sealed(_HEADER.pack(FORMAT_AES_GCM, self._version) + nonce
                       + self._aead.encrypt(nonce, plaintext, aad))
 
-    def open(self, table: str, column: str, record_id: uuid.UUID, sealed: Sealed) -> bytes:
+    def open(self, table: str, column: str, record_id: RecordRef, sealed: Sealed) -> bytes:
         blob = sealed.blob
         try:
             fmt, version = _HEADER.unpack_from(blob)
