@@ -36,6 +36,7 @@ import ahocorasick
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from labvault.domain.normalize import strip_accents
 from labvault.errors import StoreError
 from labvault.secret import MASK
 
@@ -59,14 +60,10 @@ def _dedup(category: str, values: Iterable[bytes]) -> list[Needle]:
     return [Needle(category, v) for v in dict.fromkeys(values) if v]
 
 
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
 def text_needles(category: str, text: str) -> list[Needle]:
     """All the spellings and encodings of ``text`` (short ones included; the scanner filters)."""
     forms = [text, unicodedata.normalize("NFC", text), text.upper(), text.lower()]
-    forms += [_strip_accents(f) for f in forms]
+    forms += [strip_accents(f) for f in forms]
     out: list[bytes] = []
     for form in dict.fromkeys(forms):
         out.append(form.encode("utf-8"))

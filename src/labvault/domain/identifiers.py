@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
+from labvault.domain.normalize import normalize_nir
 from labvault.domain.records import IdentityStatus, Ins, InsOid, Masked
 from labvault.errors import InvalidRecord
 
@@ -43,6 +44,17 @@ RPPS_LENGTH = 11
 ADELI_LENGTH = 9
 FINESS_LENGTH = 9
 MAX_INPUT_LENGTH = 64  # longer input is rejected before any work is done on it
+
+__all__ = [
+    "NirInfo",
+    "nir_key",
+    "normalize_nir",
+    "validate_adeli",
+    "validate_finess",
+    "validate_ins",
+    "validate_nir",
+    "validate_rpps",
+]
 
 CORSICA = frozenset({"2A", "2B"})
 OVERSEAS_PREFIXES = frozenset({"97", "98"})
@@ -95,15 +107,6 @@ def _checked_str(value: object, field: str, position: str | None) -> str:
 def _compact(value: object, field: str, position: str | None) -> str:
     """Whitespace removed, upper-cased (RPPS, ADELI, FINESS)."""
     return "".join(_checked_str(value, field, position).upper().split())
-
-
-def normalize_nir(value: str) -> str:
-    """Strip whitespace, dots and dashes and upper-case (2a -> 2A). Idempotent.
-
-    "2 55 08 14 168 025 38", "2550814168025 38" and "2.55.08.14.168.025.38" all give
-    "255081416802538".
-    """
-    return "".join(value.upper().split()).replace(".", "").replace("-", "")
 
 
 def _nir_shape_ok(compact: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, delete, func, insert, select, update
 
 from labvault.store.engine import guarded
-from labvault.store.tables import comment, lab_order, patient, result
+from labvault.store.tables import SealedBytes, comment, lab_order, patient, result
 
 
 @dataclass
@@ -92,7 +92,7 @@ class RecordStore:
 
     def erase(self, patient_id: uuid.UUID, at: datetime) -> None:
         """Drop the patient's ciphertext and keep a tombstone row (id and erasure time)."""
-        sealed_null = {c.name: None for c in patient.c if c.type.__class__.__name__ == "SealedBytes"}
+        sealed_null = {c.name: None for c in patient.c if isinstance(c.type, SealedBytes)}
         with self.engine.begin() as conn:
             for table in (comment, result, lab_order):
                 conn.execute(delete(table).where(table.c.patient_id == patient_id))
