@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from labvault.access.principal import local_operator
+from labvault.cli_support import (
+    DEMO_DIR,
+    DEMO_MARKER,
+    DataDir,
+    ask_passphrase,
+    console,
+    err,
+    fail,
+    open_vault,
+    progress_bar,
+)
 from labvault.config import CONFIG_NAME, DEFAULT_DATA_DIR, Settings
 from labvault.domain.records import PatientRecord
-from labvault.errors import KeyProviderError, LabvaultError
+from labvault.errors import LabvaultError
 from labvault.leakcheck import LeakReport
 from labvault.leakprobe import run_leak_check
-from labvault.secret import Secret
+from labvault.migrate.commands import export_app, migrate_app
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
 
@@ -40,53 +46,8 @@ app.add_typer(erase_app, name="erase")
 app.add_typer(keys_app, name="keys")
 app.add_typer(check_app, name="check")
 app.add_typer(load_app, name="load")
-
-console = Console()
-err = Console(stderr=True)
-
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="LABVAULT_HOME",
-                                       help="The vault's data directory.")]
-DEMO_DIR = Path("labvault-demo")
-DEMO_MARKER = ".labvault-demo"
-
-
-def _ask_passphrase(prompt: str, confirm: bool = False) -> Secret[str]:
-    value = os.environ.get("LABVAULT_PASSPHRASE")
-    if value:
-        return Secret(value)
-    if not sys.stdin.isatty():
-        raise KeyProviderError("the key file is passphrase-protected: set LABVAULT_PASSPHRASE "
-                               "or run the command in a terminal")
-    return Secret(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
-
-
-def _passphrase(settings: Settings) -> Secret[str] | None:
-    if not settings.passphrase_protected:
-        return None
-    return _ask_passphrase("Key file passphrase")
-
-
-@contextmanager
-def _vault(data_dir: Path) -> Iterator[Vault]:
-    settings = Settings.load(data_dir)
-    vault = Vault.open(settings, passphrase=_passphrase(settings))
-    try:
-        yield vault
-    finally:
-        vault.close()
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err, transient=False)
-
-
-def _fail(exc: LabvaultError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
-    if exc.hint:
-        err.print(f"fix: {exc.hint}")
-    return typer.Exit(1)
-
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(export_app, name="export")
 
 @app.command()
 def init(
@@ -107,10 +68,10 @@ def init(
     settings = Settings(data_dir, database_url or base.database_url,
                         keystore_url or base.keystore_url, base.key_file, passphrase)
     try:
-        secret = _ask_passphrase("New passphrase", confirm=True) if passphrase else None
+        secret = ask_passphrase("New passphrase", confirm=True) if passphrase else None
         Vault.init(settings, passphrase=secret).close()
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console.print(f"vault created in {data_dir}")
 
 
@@ -126,7 +87,7 @@ def _load_synthetic(vault: Vault, patients: int, seed: int) -> tuple[int, int, f
             yield record
 
     started = time.perf_counter()
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("sealing and storing", total=patients)
         vault.put_patients(principal, counted(), progress=lambda n: bar.advance(task, n))
     return patients, results, time.perf_counter() - started
@@ -140,10 +101,10 @@ def load_synthetic(
 ) -> None:
     """Load deterministic synthetic patients (test identities, INS OID .10)."""
     try:
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             n, results, took = _load_synthetic(vault, patients, seed)
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console.print(f"stored {n} patients and {results} results in {took:.1f} s")
 
 
@@ -165,11 +126,11 @@ def patient_find(
         err.print("error: --birth-date must be YYYY-MM-DD")
         raise typer.Exit(2) from None
     try:
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             ids = vault.find_patients(local_operator(purpose), nir=nir, last_name=last_name,
                                       birth_date=born)
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if not ids:
         console.print("no patient found")
         raise typer.Exit(1)
@@ -223,10 +184,10 @@ def patient_show(
     """Show one patient with orders, results and comments."""
     pid = _patient_id(patient_id)
     try:
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             record = vault.get_record(local_operator(purpose), pid)
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _show(record)
 
 
@@ -243,10 +204,10 @@ def erase_patient(
     if not yes:
         typer.confirm(f"Erase patient {pid} for good?", abort=True)
     try:
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             erasure = vault.erase_patient(local_operator(purpose), pid)
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console.print(f"patient {pid} erased at {erasure.erased_at:%Y-%m-%d %H:%M:%S} UTC; "
                   f"data key destroyed: {'yes' if erasure.key_destroyed else 'already gone'}")
 
@@ -255,13 +216,13 @@ def erase_patient(
 def keys_rotate(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """New master key version; rewrap every data key; retire the old versions."""
     try:
-        with _vault(data_dir) as vault, _progress() as bar:
+        with open_vault(data_dir) as vault, progress_bar() as bar:
             principal = local_operator("master key rotation")
             total = sum(vault.key_status(principal).values())
             task = bar.add_task("rewrapping data keys", total=total)
             rotation = vault.rotate_keys(principal, progress=lambda n: bar.advance(task, n))
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     retired = ", ".join(map(str, rotation.retired)) or "none"
     console.print(f"master key version {rotation.new_version} active; {rotation.rewrapped} data "
                   f"keys rewrapped; retired versions: {retired}")
@@ -271,10 +232,10 @@ def keys_rotate(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def keys_status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Data keys per master key version."""
     try:
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             status = vault.key_status(local_operator("key status"))
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for version, count in sorted(status.items()):
         console.print(f"master key version {version}: {count} data keys")
 
@@ -290,10 +251,10 @@ def check_leak(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     plaintext personal value of the vault's patients. Exit 1 if one is found."""
     try:
         settings = Settings.load(data_dir)
-        with _vault(data_dir) as vault:
+        with open_vault(data_dir) as vault:
             report = run_leak_check(vault, settings, local_operator("leak check"))
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _print_report(report)
     if not report.clean:
         raise typer.Exit(1)
@@ -339,7 +300,7 @@ def demo(
         finally:
             vault.close()
     except LabvaultError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if not report.clean:
         raise typer.Exit(1)
     console.print(f"[green]demo done[/green]: explore with `labvault patient find -d {data_dir} "

@@ -21,6 +21,11 @@ class Permission(StrEnum):
     PATIENT_ERASE = "vault:patient:erase"
     KEYS_ROTATE = "vault:keys:rotate"
     LEAK_CHECK = "vault:leakcheck:run"
+    MIGRATION_RUN = "vault:migration:run"  # stage sources and import them
+    MIGRATION_VERIFY = "vault:migration:verify"  # decrypts imported records to reconcile them
+    MIGRATION_READ = "vault:migration:read"  # status, reports, certificates: no personal data
+    MIGRATION_ERASE = "vault:migration:erase"  # destroy a staging area and its key
+    QUARANTINE_READ = "vault:quarantine:read"  # the quarantined units' bytes (personal data)
 
 
 P = Permission
@@ -30,7 +35,7 @@ POLICY: dict[Role, frozenset[Permission]] = {
     Role.SECRETARY: frozenset({P.PATIENT_CREATE, P.PATIENT_SEARCH, P.PATIENT_READ}),
     Role.TECHNICIAN: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ}),
     Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ}),
-    Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK}),
+    Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE}),
     Role.ADMIN: frozenset({P.KEYS_ROTATE}),
     Role.PATIENT: frozenset(),
     Role.SERVICE: frozenset(),

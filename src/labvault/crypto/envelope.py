@@ -113,3 +113,8 @@ def new_data_key() -> Secret[bytes]:
 def dek_context(record_id: uuid.UUID) -> bytes:
     """What a wrapped data key is bound to: it opens only for its own patient."""
     return b"patient|" + record_id.bytes
+
+
+def staging_key_context(migration_id: uuid.UUID) -> bytes:
+    """What a wrapped staging key is bound to: it opens only for its own migration."""
+    return b"staging|" + migration_id.bytes

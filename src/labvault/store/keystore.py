@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from labvault.store.engine import checkpoint, guarded
-from labvault.store.tables import data_key
+from labvault.store.tables import data_key, staging_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +71,10 @@ class KeyStore:
         self._scrub()
         return bool(gone.rowcount)
 
-    def _scrub(self) -> None:
+    def _scrub(self, table: str = "data_key") -> None:
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM (FULL) data_key"))
+                conn.execute(text(f"VACUUM (FULL) {table}"))
         else:
             checkpoint(self.engine)
 
@@ -100,3 +100,41 @@ class KeyStore:
             for k in keys:
                 conn.execute(update(data_key).where(data_key.c.patient_id == k.patient_id)
                              .values(kek_version=k.kek_version, wrapped=k.wrapped))
+
+    # -- staging keys (one per migration) --------------------------------------------------------
+    def insert_staging(self, migration_id: uuid.UUID, kek_version: int, wrapped: bytes,
+                       at: datetime) -> None:
+        with guarded("storing a staging key"), self.engine.begin() as conn:
+            conn.execute(insert(staging_key).values(migration_id=migration_id,
+                                                    kek_version=kek_version, wrapped=wrapped,
+                                                    created_at=at))
+
+    def get_staging(self, migration_id: uuid.UUID) -> tuple[int, bytes] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(staging_key.c.kek_version, staging_key.c.wrapped)
+                               .where(staging_key.c.migration_id == migration_id)).first()
+        return None if row is None else (row.kek_version, row.wrapped)
+
+    def destroy_staging(self, migration_id: uuid.UUID) -> bool:
+        with self.engine.begin() as conn:
+            gone = conn.execute(delete(staging_key)
+                                .where(staging_key.c.migration_id == migration_id))
+        self._scrub("staging_key")
+        return bool(gone.rowcount)
+
+    def staging_by_version(self, kek_version: int) -> list[tuple[uuid.UUID, bytes]]:
+        with self.engine.connect() as conn:
+            q = (select(staging_key.c.migration_id, staging_key.c.wrapped)
+                 .where(staging_key.c.kek_version == kek_version))
+            return [(r.migration_id, r.wrapped) for r in conn.execute(q)]
+
+    def staging_count_by_version(self) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            q = (select(staging_key.c.kek_version, func.count())
+                 .group_by(staging_key.c.kek_version))
+            return {v: n for v, n in conn.execute(q)}
+
+    def rewrap_staging(self, migration_id: uuid.UUID, kek_version: int, wrapped: bytes) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(staging_key).where(staging_key.c.migration_id == migration_id)
+                         .values(kek_version=kek_version, wrapped=wrapped))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Engine, Row, Table, delete, func, insert, select, update
 
 from labvault.store.engine import guarded
 from labvault.store.tables import SealedBytes, comment, lab_order, patient, result
@@ -43,12 +43,55 @@ class RecordStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert(self, batch: RowBatch) -> None:
+    def insert(self, batch: RowBatch,
+               also: Sequence[tuple[Table, list[dict[str, Any]]]] = ()) -> None:
+        """Write the batch, and the rows of `also` after it, in one transaction."""
         with guarded("storing records"), self.engine.begin() as conn:
             for table, rows in ((patient, batch.patients), (lab_order, batch.orders),
-                                (result, batch.results), (comment, batch.comments)):
+                                (result, batch.results), (comment, batch.comments), *also):
                 if rows:
                     conn.execute(insert(table), rows)
+
+    def ids_by_index_many(self, column: str, values: Sequence[bytes]) -> dict[bytes, list[uuid.UUID]]:
+        col = patient.c[column]
+        out: dict[bytes, list[uuid.UUID]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(values), 500):
+                q = select(col, patient.c.id).where(col.in_(values[start:start + 500]),
+                                                    patient.c.erased_at.is_(None))
+                for r in conn.execute(q):
+                    out.setdefault(bytes(r[0]), []).append(r.id)
+        return out
+
+    def load_orders(self, order_ids: Sequence[uuid.UUID]) -> tuple[list[Row], list[Row], list[Row]]:
+        """Rows of the given orders with their results and comments, in stored order."""
+        orders: list[Row] = []
+        results: list[Row] = []
+        comments: list[Row] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(order_ids), 500):
+                ids = order_ids[start:start + 500]
+                orders += conn.execute(select(lab_order).where(lab_order.c.id.in_(ids))).all()
+                results += conn.execute(select(result).where(result.c.order_id.in_(ids))).all()
+                comments += conn.execute(select(comment).where(comment.c.order_id.in_(ids))).all()
+        key = lambda r: r.position  # noqa: E731
+        return sorted(orders, key=key), sorted(results, key=key), sorted(comments, key=key)
+
+    def next_positions(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
+        """Per patient, the next order position and the last result and comment positions.
+
+        Orders count from 0, results and comments from 1 (see `Vault._seal_orders`).
+        """
+        out = {pid: [0, 0, 0] for pid in patient_ids}
+        with self.engine.connect() as conn:
+            for i, table in enumerate((lab_order, result, comment)):
+                for start in range(0, len(patient_ids), 500):
+                    q = (select(table.c.patient_id, func.max(table.c.position))
+                         .where(table.c.patient_id.in_(patient_ids[start:start + 500]))
+                         .group_by(table.c.patient_id))
+                    for pid, top in conn.execute(q):
+                        out[pid][i] = int(top) + (1 if i == 0 else 0)
+        return out
 
     def ids_by_index(self, column: str, value: bytes) -> list[uuid.UUID]:
         col = patient.c[column]

@@ -9,8 +9,16 @@ Clear columns (not personal) are, exactly:
   ``comment``: ``patient_id``, ``order_id``, ``result_id``, ``position``;
 - ``audit_event``: the event's time, actor id, role, source address, purpose, action tag,
   outcome and internal patient ids — never a personal value;
+- migrations: ``migration`` (plan digest, who and when, status, staging deadline, erasure);
+  ``import_unit`` (one row per source unit: file index, sequence number, outcome, internal patient
+  id, keyed content digest); ``order_provenance`` (order id → migration, file index, unit);
+  ``source_patient`` (keyed HMAC of a legacy patient code → internal patient id);
+  ``quarantine`` (unit position as line and segment number, field name and reason — never a
+  value; the unit's bytes are ``raw``, sealed under the migration's staging key);
+  ``migration_report`` (counts and outcomes of each step, as JSON without personal values);
 - key store ``data_key``: ``patient_id``, ``kek_version``, ``dek_version``, ``created_at`` and the
-  wrapped key (ciphertext under the master key).
+  wrapped key (ciphertext under the master key); ``staging_key``: the same for a migration's
+  staging key.
 
 Everything else is AES-256-GCM ciphertext.
 """
@@ -140,6 +148,68 @@ audit_event = Table(
 )
 Index("ix_audit_event_at", audit_event.c.at)
 
+migration = Table(
+    "migration", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("plan_sha256", LargeBinary(32), nullable=False),
+    _ts("created_at"),
+    Column("created_by", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    _ts("staging_deadline"),
+    _ts("erased_at", nullable=True),
+)
+
+import_unit = Table(
+    "import_unit", metadata,
+    Column("migration_id", Uuid, ForeignKey("migration.id"), primary_key=True),
+    Column("file_index", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("outcome", String(12), nullable=False),
+    Column("patient_id", Uuid, nullable=True),
+    Column("content_digest", LargeBinary(16), nullable=True, index=True),
+    _ts("created_at"),
+)
+
+order_provenance = Table(
+    "order_provenance", metadata,
+    Column("order_id", Uuid, ForeignKey("lab_order.id", ondelete="CASCADE"), primary_key=True),
+    Column("migration_id", Uuid, ForeignKey("migration.id"), nullable=False),
+    Column("file_index", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+Index("ix_order_provenance_unit", order_provenance.c.migration_id, order_provenance.c.file_index,
+      order_provenance.c.seq)
+
+source_patient = Table(
+    "source_patient", metadata,
+    Column("migration_id", Uuid, ForeignKey("migration.id"), primary_key=True),
+    Column("code_bidx", LargeBinary(16), primary_key=True),
+    Column("patient_id", Uuid, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("migration_id", Uuid, ForeignKey("migration.id"), primary_key=True),
+    Column("file_index", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("line", Integer, nullable=True),
+    Column("segment", String(200), nullable=True),
+    Column("field", String(200), nullable=False),
+    Column("reason", String(500), nullable=False),
+    _ts("created_at"),
+    *_sealed("raw"),
+)
+
+migration_report = Table(
+    "migration_report", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("migration_id", Uuid, ForeignKey("migration.id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    _ts("at"),
+    Column("actor", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
 # The key store lives in a database of its own: a copy of the data database never carries
 # the wrapped data keys, so destroying a key here makes every earlier copy unreadable.
 keystore_metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -149,6 +219,14 @@ data_key = Table(
     Column("patient_id", Uuid, primary_key=True),
     Column("kek_version", Integer, nullable=False, index=True),
     Column("dek_version", Integer, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    _ts("created_at"),
+)
+
+staging_key = Table(
+    "staging_key", keystore_metadata,
+    Column("migration_id", Uuid, primary_key=True),
+    Column("kek_version", Integer, nullable=False, index=True),
     Column("wrapped", LargeBinary, nullable=False),
     _ts("created_at"),
 )

@@ -17,7 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from itertools import islice
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from labvault import codec
 from labvault.access.permissions import Permission, allowed
@@ -33,17 +36,21 @@ from labvault.crypto.envelope import (
     Sealed,
     dek_context,
     new_data_key,
+    staging_key_context,
 )
 from labvault.crypto.keys import KeyProvider, LocalKeyFile
-from labvault.domain import identifiers
+from labvault.crypto.signing import Signer
 from labvault.domain.normalize import name_birth_key, normalize_nir
 from labvault.domain.records import Comment, Order, Patient, PatientRecord, Result
+from labvault.domain.validation import validate_record
 from labvault.errors import AccessDenied, KeyUnavailable, NotFound
 from labvault.secret import Secret
 from labvault.store import schema
 from labvault.store.engine import make_engine
+from labvault.store.imports import ImportStore
 from labvault.store.keystore import KeyStore, WrappedKey
 from labvault.store.records import RecordStore, RowBatch
+from labvault.vault.imports import ImportDesk
 
 CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
 Progress = Callable[[int], None]
@@ -64,25 +71,6 @@ class Rotation:
     retired: tuple[int, ...]
 
 
-def validate_record(record: PatientRecord) -> None:
-    """Apply the French identifier validators; raise `InvalidRecord` naming the field."""
-    p = record.patient
-    if p.nir is not None:
-        identifiers.validate_nir(p.nir, field="patient.nir")
-    if p.ins is not None:
-        identifiers.validate_ins(p.ins.matricule, p.ins.oid, p.ins.status, field="patient.ins")
-    for i, order in enumerate(record.orders):
-        identifiers.validate_finess(order.lab_finess, field="order.lab_finess",
-                                    position=f"order {i + 1}")
-        pr = order.prescriber
-        if pr is not None and pr.rpps is not None:
-            identifiers.validate_rpps(pr.rpps, field="order.prescriber.rpps",
-                                      position=f"order {i + 1}")
-        if pr is not None and pr.adeli is not None:
-            identifiers.validate_adeli(pr.adeli, field="order.prescriber.adeli",
-                                       position=f"order {i + 1}")
-
-
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -99,6 +87,7 @@ class Vault:
         audit: AuditSink,
         clock: Clock | None = None,
         cipher_factory: CipherFactory = AesGcmFieldCipher,
+        staging_dir: Path | None = None,
     ) -> None:
         self._records = records
         self._keystore = keystore
@@ -108,6 +97,7 @@ class Vault:
         self._cipher_factory = cipher_factory
         self._nir_index = BlindIndex(NIR_INDEX, keys.index_key(NIR_INDEX))
         self._name_index = BlindIndex(NAME_BIRTH_INDEX, keys.index_key(NAME_BIRTH_INDEX))
+        self.imports = ImportDesk(self, ImportStore(records.engine), staging_dir)
 
     def __repr__(self) -> str:
         return f"Vault(keys={self._keys!r})"
@@ -130,7 +120,7 @@ class Vault:
         provider = keys or LocalKeyFile.open(settings.key_file, passphrase)
         return cls(records=RecordStore(data_engine), keystore=KeyStore(key_engine),
                    keys=provider, audit=DatabaseAuditSink(data_engine), clock=clock,
-                   cipher_factory=cipher_factory)
+                   cipher_factory=cipher_factory, staging_dir=settings.data_dir / "staging")
 
     @classmethod
     def init(cls, settings: Settings, *, passphrase: Secret[str] | None = None,
@@ -204,7 +194,10 @@ class Vault:
 
     def _seal_record(self, record: PatientRecord, cipher: FieldCipher, now: Any,
                      batch: RowBatch) -> None:
-        p = record.patient
+        self._seal_patient(record.patient, cipher, now, batch)
+        self._seal_orders(record.id, record.orders, cipher, now, batch, [0, 0, 0])
+
+    def _seal_patient(self, p: Patient, cipher: FieldCipher, now: Any, batch: RowBatch) -> None:
         pid = p.id
         row = _seal(cipher, "patient", pid, p, codec.PATIENT)
         nir = p.nir or (p.ins.matricule if p.ins is not None and p.ins.oid.is_nir_based else None)
@@ -213,8 +206,13 @@ class Vault:
                    name_birth_bidx=self._name_index.compute(name_birth_key(p.last_name,
                                                                            p.birth_date)))
         batch.patients.append(row)
-        position = result_position = 0
-        for order_position, order in enumerate(record.orders):
+
+    def _seal_orders(self, pid: uuid.UUID, orders: Iterable[Order], cipher: FieldCipher,
+                     now: Any, batch: RowBatch, positions: list[int]) -> None:
+        """Seal orders appended to a patient; `positions` (next order, last result, last
+        comment) is advanced in place."""
+        order_position, result_position, position = positions
+        for order in orders:
             orow = _seal(cipher, "lab_order", _order_ref(order.id, pid, order_position), order,
                          codec.ORDER)
             orow.update(id=order.id, patient_id=pid, position=order_position, created_at=now)
@@ -234,6 +232,8 @@ class Vault:
                     position += 1
                     batch.comments.append(self._comment_row(cipher, c, pid, order.id, res.id,
                                                             position, now))
+            order_position += 1
+        positions[:] = [order_position, result_position, position]
 
     @staticmethod
     def _comment_row(cipher: FieldCipher, c: Comment, pid: uuid.UUID, order_id: uuid.UUID,
@@ -310,24 +310,24 @@ class Vault:
         cipher = self._cipher_for(patient_id, self._keystore.get(patient_id))
         p = Patient(id=patient_id, **_open(cipher, "patient", patient_id, rows.patient,
                                           codec.PATIENT))
-        comments: dict[tuple[uuid.UUID, uuid.UUID | None], list[Comment]] = {}
-        for c in rows.comments:
-            ref = _comment_ref(c.id, c.patient_id, c.order_id, c.result_id, c.position)
-            text = cipher.open("comment", "text", ref, c.text).decode("utf-8")
-            comments.setdefault((c.order_id, c.result_id), []).append(Comment(text, id=c.id))
-        results: dict[uuid.UUID, list[Result]] = {}
-        for r in rows.results:
-            fields = _open(cipher, "result", _result_ref(r.id, r.patient_id, r.order_id, r.position),
-                           r, codec.RESULT)
-            results.setdefault(r.order_id, []).append(Result(
-                id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())), **fields))
-        orders = tuple(
-            Order(id=o.id, results=tuple(results.get(o.id, ())),
-                  comments=tuple(comments.get((o.id, None), ())),
-                  **_open(cipher, "lab_order", _order_ref(o.id, o.patient_id, o.position), o,
-                          codec.ORDER))
-            for o in rows.orders)
-        return PatientRecord(p, orders)
+        orders = _open_orders(cipher, rows.orders, rows.results, rows.comments)
+        return PatientRecord(p, tuple(o for _, o in orders))
+
+    def _open_orders_of(self, patient_ids: list[uuid.UUID],
+                        order_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, Order]]:
+        """Given orders (of the given patients), opened, with their positions."""
+        orows, rrows, crows = self._records.load_orders(order_ids)
+        keys = self._keystore.get_many(patient_ids)
+        out: dict[uuid.UUID, tuple[int, Order]] = {}
+        for pid in patient_ids:
+            cipher = self._cipher_for(pid, keys.get(pid))
+            mine = [o for o in orows if o.patient_id == pid]
+            ids = {o.id for o in mine}
+            for position, order in _open_orders(cipher, mine,
+                                                [r for r in rrows if r.order_id in ids],
+                                                [c for c in crows if c.order_id in ids]):
+                out[order.id] = (position, order)
+        return out
 
     # -- erasure and keys ----------------------------------------------------------------------
     def erase_patient(self, principal: Principal, patient_id: uuid.UUID) -> Erasure:
@@ -369,13 +369,26 @@ class Vault:
                 rewrapped += len(fresh)
                 if progress:
                     progress(len(fresh))
+        for version in old_versions:
+            # Staging keys of migrations in progress move to the new version too: retiring
+            # their version would otherwise erase the staging area by accident.
+            for migration_id, wrapped in self._keystore.staging_by_version(version):
+                ctx = staging_key_context(migration_id)
+                v, rewrapped_key = self._keys.wrap(self._keys.unwrap(version, wrapped, ctx), ctx)
+                self._keystore.rewrap_staging(migration_id, v, rewrapped_key)
         leftovers = self._keystore.count_by_version()
+        for version, n in self._keystore.staging_count_by_version().items():
+            leftovers[version] = leftovers.get(version, 0) + n
         retired = []
         for version in old_versions:
             if leftovers.get(version, 0) == 0:
                 self._keys.retire(version)
                 retired.append(version)
         return Rotation(new, rewrapped, tuple(retired))
+
+    def signing_public_key(self) -> Ed25519PublicKey:
+        """The public half of the key that signs certificates (public: no permission)."""
+        return Signer(self._keys).public_key
 
     def key_status(self, principal: Principal) -> dict[int, int]:
         """Data keys per master key version."""
@@ -398,6 +411,27 @@ def _comment_ref(comment_id: uuid.UUID, patient_id: uuid.UUID, order_id: uuid.UU
                  result_id: uuid.UUID | None, position: int) -> str:
     on = result_id.hex if result_id is not None else "-"
     return f"{comment_id.hex}/p={patient_id.hex}/o={order_id.hex}/r={on}/n={position}"
+
+
+def _open_orders(cipher: FieldCipher, order_rows: Iterable[Any], result_rows: Iterable[Any],
+                 comment_rows: Iterable[Any]) -> list[tuple[int, Order]]:
+    """Orders (with results and comments) opened from their rows, with their positions."""
+    comments: dict[tuple[uuid.UUID, uuid.UUID | None], list[Comment]] = {}
+    for c in comment_rows:
+        ref = _comment_ref(c.id, c.patient_id, c.order_id, c.result_id, c.position)
+        text = cipher.open("comment", "text", ref, c.text).decode("utf-8")
+        comments.setdefault((c.order_id, c.result_id), []).append(Comment(text, id=c.id))
+    results: dict[uuid.UUID, list[Result]] = {}
+    for r in result_rows:
+        fields = _open(cipher, "result", _result_ref(r.id, r.patient_id, r.order_id, r.position),
+                       r, codec.RESULT)
+        results.setdefault(r.order_id, []).append(Result(
+            id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())), **fields))
+    return [(o.position, Order(id=o.id, results=tuple(results.get(o.id, ())),
+                               comments=tuple(comments.get((o.id, None), ())),
+                               **_open(cipher, "lab_order", _order_ref(o.id, o.patient_id,
+                                                                       o.position), o, codec.ORDER)))
+            for o in order_rows]
 
 
 def _seal(cipher: FieldCipher, table: str, record_id: RecordRef, obj: Any,

@@ -1,0 +1,70 @@
+"""Shared pieces of the ``labvault`` command: consoles, options, opening the vault, errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from labvault.access.principal import local_operator
+from labvault.config import Settings
+from labvault.errors import KeyProviderError, LabvaultError
+from labvault.secret import Secret
+from labvault.vault import Vault
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="LABVAULT_HOME",
+                                       help="The vault's data directory.")]
+DEMO_DIR = Path("labvault-demo")
+DEMO_MARKER = ".labvault-demo"
+
+
+def ask_passphrase(prompt: str, confirm: bool = False) -> Secret[str]:
+    value = os.environ.get("LABVAULT_PASSPHRASE")
+    if value:
+        return Secret(value)
+    if not sys.stdin.isatty():
+        raise KeyProviderError("the key file is passphrase-protected: set LABVAULT_PASSPHRASE "
+                               "or run the command in a terminal")
+    return Secret(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+
+def passphrase_for(settings: Settings) -> Secret[str] | None:
+    if not settings.passphrase_protected:
+        return None
+    return ask_passphrase("Key file passphrase")
+
+
+@contextmanager
+def open_vault(data_dir: Path) -> Iterator[Vault]:
+    settings = Settings.load(data_dir)
+    vault = Vault.open(settings, passphrase=passphrase_for(settings))
+    try:
+        # Staging areas past their deadline are erased by whichever command runs first.
+        for gone in vault.imports.erase_expired(local_operator("staging area past its deadline")):
+            err.print(f"note: staging area of migration {gone.migration_id} passed its deadline "
+                      "and was erased")
+        yield vault
+    finally:
+        vault.close()
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def fail(exc: LabvaultError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    if exc.hint:
+        err.print(f"fix: {exc.hint}")
+    return typer.Exit(1)

@@ -1,0 +1,470 @@
+"""HPRIM Médecin / HPRIM Net: the plain-text reports French laboratories send to doctors.
+
+A file holds one or more *reports*; one report is one unit and becomes one `Order`::
+
+    line 1   patient code (the lab's own)          -> Parsed.source_patient_id
+    line 2   last name                             -> patient.last_name        (required)
+    line 3   first name(s)                         -> patient.first_names      (required)
+    line 4   address line 1                        -> patient.address.line1
+    line 5   address line 2                        -> patient.address.line2
+    line 6   postal code + city ("75011 PARIS")    -> patient.address.postal_code / city
+    line 7   birth date DD/MM/YYYY                 -> patient.birth_date       (required)
+    line 8   NIR: 15 characters, or 13 + " " + key -> patient.nir (compacted); may be empty
+    line 9   lab file number (n° de dossier)       -> order.lab_file_number
+    line 10  report / sampling date DD/MM/YYYY     -> order.sampled_at (midnight Europe/Paris)
+    line 11  sender code: the lab's FINESS         -> order.lab_finess         (first word)
+    line 12  recipient: the prescriber             -> order.prescriber
+    (line 13, optional, and the free text up to ****LAB****: the human-readable report)
+    ****LAB****
+    RES|label|code|type|value|unit|normal low|normal high|flag|status|value 2|unit 2|low 2|high 2
+    TEX|text
+    ****FIN****                                     (ends the report)
+    ****FINFICHIER****                              (ends the file)
+
+RES fields (H.PR.I.M. Médecins 3.0 / HPRIM Net): ``type`` is N (numeric), A (alphanumeric) or
+C (code) and is not checked; flag L/H/LL/HH/N (A accepted: abnormal qualitative result);
+status F (validated) -> FINAL, R (not validated, P accepted) -> PRELIMINARY, C -> CORRECTED,
+X -> CANCELLED (extension), empty -> FINAL. The reference range is ``"low-high"``, ``">low"``
+or ``"<high"`` when one bound is numeric, else the low field verbatim (qualitative norm).
+The code system is ``"LN"`` when the code is LOINC-shaped with a valid check digit, else
+``"LOCAL"`` (the lab's or HPRIM commission's code). A TEX line is a comment of the preceding
+RES, or of the order before the first RES; empty TEX lines are layout and are skipped. A RES
+line without a value (a title) is skipped with an anomaly; the second-unit fields (11-14) are
+ignored with an anomaly. The free text before ****LAB**** duplicates the RES lines and is
+ignored; a report without ****LAB**** (a letter, a free-text-only report) is rejected.
+
+Variants accepted: CP1252, ISO-8859-1 or UTF-8 (with or without BOM; detected line by line,
+a line that is not UTF-8 is CP1252) and CRLF, LF or CR line ends; HTML entities (``&eacute;``,
+``&#233;``, ``&amp;``) anywhere, decoded with `html.unescape`; header lines padded with spaces;
+the postal code alone on line 6 and the city on an extra line 7 (13-line header); the NIR with
+spaces; a report ended by ****FINFICHIER**** alone; a missing ****FINFICHIER****; times after
+the dates ("DD/MM/YYYY HH:MM"). Recipient line: ``"<RPPS>/<ADELI> <last name>, <first name>"``
+as this writer writes it; an 11-digit code is the RPPS, a 9-digit one the ADELI, codes optional,
+no comma -> the whole name is the last name. Blank lines and end markers after ****FIN**** belong
+to the report they follow; non-blank lines that are not part of a report (junk before the first
+header, mail footers) become a unit of their own, rejected as "text outside any report".
+
+Sex is not in the header: it is derived from the NIR's first digit (1, 3, 7 -> M; 2, 4, 8 -> F),
+else `Sex.UNKNOWN`. The format cannot carry (`NOT_CARRIED`): birth name, INS (OID, status),
+birth place, phone, email, insurances, sex without a NIR, times (the date line has no time;
+requested_at and observed_at do not exist), the address country (always FR on reading).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from typing import BinaryIO, NamedTuple
+from zoneinfo import ZoneInfo
+
+from stdnum import luhn
+
+from labvault.domain.normalize import normalize_nir
+from labvault.domain.records import (
+    AbnormalFlag,
+    Address,
+    Comment,
+    Order,
+    Patient,
+    PatientRecord,
+    Prescriber,
+    Result,
+    ResultStatus,
+    Sex,
+)
+from labvault.errors import InvalidRecord
+from labvault.ingest.base import Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.hprim_medecin_write import write
+
+__all__ = ["NOT_CARRIED", "PARIS", "read", "sniff", "write"]
+
+PARIS = ZoneInfo("Europe/Paris")
+NOT_CARRIED: frozenset[str] = frozenset({
+    "patient.birth_name", "patient.ins", "patient.birth_place", "patient.phone", "patient.email",
+    "patient.mandatory_insurance", "patient.complementary_insurance",
+    "patient.sex",  # derived from the NIR: lost when there is none
+    "order.sampled_at",  # date only: compare at date precision
+    "order.requested_at", "result.observed_at",
+})
+
+HEADER_LINES = 12
+MAX_UNIT_BYTES = 8 << 20  # a report larger than this is cut and rejected
+MAX_LINE_BYTES = 1 << 20
+MAX_JUNK_LINES = 40  # how far a header is looked for after non-report lines
+_CHUNK = 1 << 16
+FIN, FINFICHIER, LAB = "****FIN****", "****FINFICHIER****", "****LAB****"
+_BLANK, _OTHER, _END = 0, 1, 2  # line kinds; FIN and FINFICHIER are _END
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_C1 = re.compile(rb"[\x80-\x9f]")
+_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2})[:hH](\d{2})(?::(\d{2}))?)?")
+_DATE_LIKE = re.compile(r"\s*\d{1,2}/\d{1,2}/\d{4}\b")
+_DATE_LOOSE = re.compile(r"\s*\d{1,4}\s*[/.-]\s*\d{1,2}\s*[/.-]\s*\d{1,4}")
+_POSTAL = re.compile(r"(?:\d{5}|2[AB]\d{3})", re.IGNORECASE)
+_NIR = re.compile(r"[0-9]{5}(?:[0-9]{2}|2A|2B)[0-9]{8}")
+_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+_LOINC = re.compile(r"\d{1,7}-\d")
+_PRESCRIBER_CODES = re.compile(r"\d{9}(?:\d{2})?(?:/\d{9}(?:\d{2})?)?")
+_FLAGS = {f.value: f for f in AbnormalFlag}
+_STATUSES = {"F": ResultStatus.FINAL, "": ResultStatus.FINAL, "R": ResultStatus.PRELIMINARY,
+             "P": ResultStatus.PRELIMINARY, "C": ResultStatus.CORRECTED,
+             "X": ResultStatus.CANCELLED}
+_SEX = {"1": Sex.MALE, "3": Sex.MALE, "7": Sex.MALE, "2": Sex.FEMALE, "4": Sex.FEMALE,
+        "8": Sex.FEMALE}
+_PARSE_ERRORS = (InvalidRecord, ValueError, KeyError, IndexError, UnicodeError, OverflowError,
+                 TypeError)
+
+
+class _Line(NamedTuple):
+    number: int  # 1-based
+    raw: bytes  # with its line end
+    text: str  # decoded, without its line end
+
+
+def _kind(text: str) -> int:
+    if not text or text.isspace():
+        return _BLANK
+    if "****" in text and text.strip().upper() in (FIN, FINFICHIER):
+        return _END
+    return _OTHER
+
+
+def _marker(text: str) -> str | None:
+    if "****" not in text:
+        return None
+    key = text.strip().upper()
+    return key if key in (FIN, FINFICHIER, LAB) else None
+
+
+class _Source:
+    """Splits a byte stream into lines (CRLF, LF or CR), decodes them, fills the stats."""
+
+    def __init__(self, stream: BinaryIO, stats: ReadStats) -> None:
+        self.stream, self.stats = stream, stats
+        self.ends: dict[bytes, int] = {}
+        self.utf8 = self.eight_bit = self.c1 = self.bom = False
+
+    def _raw(self) -> Iterator[tuple[bytes, bytes]]:
+        buf = b""
+        while chunk := self.stream.read(_CHUNK):
+            buf += chunk
+            start = 0
+            for m in _EOL.finditer(buf):
+                if m.end() == len(buf) and m.group() == b"\r":
+                    break  # a CR at the end of the buffer may start a CRLF
+                yield buf[start:m.start()], m.group()
+                start = m.end()
+            buf = buf[start:]
+            while len(buf) > MAX_LINE_BYTES and b"\r" not in buf[-1:]:
+                yield buf[:MAX_LINE_BYTES], b""
+                buf = buf[MAX_LINE_BYTES:]
+        if buf.endswith(b"\r"):
+            yield buf[:-1], b"\r"
+        elif buf:
+            yield buf, b""
+
+    def _decode(self, raw: bytes) -> str:
+        if raw.isascii():
+            return raw.decode("ascii")
+        if not self.eight_bit:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.eight_bit = True
+            else:
+                self.utf8 = True
+                return text
+        if _C1.search(raw):
+            self.c1 = True
+        try:
+            return raw.decode("cp1252")
+        except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
+            return raw.decode("latin-1")
+
+    def lines(self) -> Iterator[_Line]:
+        for number, (content, end) in enumerate(self._raw(), 1):
+            if number == 1 and content.startswith(b"\xef\xbb\xbf"):
+                self.bom = True
+                text = self._decode(content[3:])
+            else:
+                text = self._decode(content)
+            if end:
+                self.ends[end] = self.ends.get(end, 0) + 1
+            yield _Line(number, content + end, text)
+
+    def update_stats(self) -> None:
+        st = self.stats
+        if self.eight_bit:
+            st.encoding = "cp1252" if self.c1 else "iso-8859-1"
+        elif self.utf8 or self.bom:
+            st.encoding = "utf-8"
+        else:
+            st.encoding = "ascii"
+        names = [{b"\r\n": "CRLF", b"\n": "LF", b"\r": "CR"}[e] for e in self.ends]
+        st.line_ending = names[0] if len(names) == 1 else "mixed" if names else None
+
+
+def sniff(head: bytes) -> bool:
+    """True when the first bytes look like HPRIM Médecin: its markers, or its header shape."""
+    text = head[:4096].decode("latin-1")
+    if text.lstrip().startswith(("H|", "MSH|", "{", "<")):
+        return False
+    if any(m in text for m in (LAB, FIN, FINFICHIER)):
+        return True
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[0].strip():
+        del lines[0]
+    return (len(lines) > HEADER_LINES and bool(lines[1].strip())
+            and _DATE.fullmatch(lines[6].strip()) is not None
+            and (not lines[9].strip() or _DATE.fullmatch(lines[9].strip()) is not None)
+            and not any("|" in line for line in lines[:HEADER_LINES]))
+
+
+def _date(text: str, field: str) -> tuple[int, ...]:
+    m = _DATE.fullmatch(text)
+    if m is None:
+        raise InvalidRecord(field, "not a date: expected DD/MM/YYYY")
+    parts = tuple(int(g) if g else 0 for g in m.groups())
+    try:
+        datetime(parts[2], parts[1], parts[0], parts[3], parts[4], parts[5])
+    except ValueError:
+        raise InvalidRecord(field, "not a valid date") from None
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return html.unescape(text) if "&" in text else text
+
+
+def _header_start(texts: list[str], b: int) -> int:
+    """Index of header line 1: ``b`` (after the blank lines) unless its line 7 is neither
+    blank nor date-like, then the first later position whose lines 7 and 10 are exact dates
+    (non-report lines before the first header); if there is none, ``b`` again."""
+    def loose(i: int) -> bool:
+        return i < len(texts) and _DATE_LOOSE.match(texts[i]) is not None
+
+    def exact(i: int) -> bool:
+        return i < len(texts) and _DATE.fullmatch(texts[i].strip()) is not None
+
+    if b + 6 >= len(texts) or not texts[b + 6].strip() or loose(b + 6) or loose(b + 7):
+        return b
+    for s in range(b + 1, min(len(texts) - 9, b + MAX_JUNK_LINES)):
+        if _marker(texts[s]) or texts[s].lstrip()[:4].upper() in ("RES|", "TEX|"):
+            break
+        if texts[s + 1].strip() and exact(s + 6) and exact(s + 9):
+            return s
+    return b
+
+
+def _looks_like_report(texts: list[str], start: int) -> bool:
+    return (any(_marker(t) == LAB for t in texts)
+            or (start + 6 < len(texts) and _DATE_LOOSE.match(texts[start + 6]) is not None))
+
+
+def _reference_range(low: str, high: str) -> str | None:
+    if low and high:
+        return f"{low}-{high}"
+    if high:
+        return f"<{high}"
+    if low and _NUMBER.fullmatch(low):
+        return f">{low}"
+    return low or None
+
+
+def _prescriber(text: str) -> Prescriber | None:
+    rpps = adeli = None
+    first, _, rest = text.partition(" ")
+    if _PRESCRIBER_CODES.fullmatch(first):
+        for code in first.split("/"):
+            if len(code) == 11:
+                rpps = code
+            else:
+                adeli = code
+        text = rest.strip()
+    last, comma, first_name = text.partition(",")
+    if not (last.strip() or rpps or adeli):
+        return None
+    return Prescriber(last_name=last.strip(), first_name=first_name.strip() or None,
+                      rpps=rpps, adeli=adeli)
+
+
+def _patient(h: list[str]) -> Patient:
+    if not h[1]:
+        raise InvalidRecord("patient.last_name", "missing")
+    if not h[2]:
+        raise InvalidRecord("patient.first_names", "missing")
+    day, month, year = _date(h[6], "patient.birth_date")[:3]
+    nir = normalize_nir(h[7]) or None
+    if nir is not None and _NIR.fullmatch(nir) is None:
+        raise InvalidRecord("patient.nir", "not a nir: expected fifteen characters")
+    address = None
+    if h[3] or h[4] or h[5]:
+        postal, _, city = h[5].partition(" ")
+        if _POSTAL.fullmatch(postal) is None:
+            postal, city = "", h[5]
+        address = Address(line1=h[3], postal_code=postal.upper(), city=city.strip(),
+                          line2=h[4] or None)
+    return Patient(last_name=h[1], first_names=h[2], birth_date=date(year, month, day),
+                   sex=_SEX.get(nir[0], Sex.UNKNOWN) if nir else Sex.UNKNOWN, nir=nir,
+                   address=address)
+
+
+def _results(lines: list[_Line], first: int, end: int, anomalies: list[Anomaly]
+             ) -> tuple[list[Result], list[Comment]]:
+    order_comments: list[Comment] = []
+    specs: list[tuple[dict, list[Comment]]] = []
+    current: list[Comment] | None = None
+    second_unit = 0
+    for line in lines[first:end]:
+        s = line.text.strip()
+        tag = s[:4].upper()
+        if not s or _marker(s) == LAB:
+            continue
+        where = f"line {line.number}"
+        if tag == "TEX|" or s.upper() == "TEX":
+            text = _unescape(s[4:]).strip()
+            if text:
+                (order_comments if current is None else current).append(Comment(text=text))
+            continue
+        if tag != "RES|":
+            raise InvalidRecord("LAB", "unknown line type in the structured section", where)
+        f = [_unescape(x).strip() for x in s.split("|")]
+        if len(f) < 4:
+            raise InvalidRecord("RES", "too few fields", where)
+        f += [""] * (14 - len(f))
+        label, code, _type, value, unit, low, high, flag, status = f[1:10]
+        if any(f[10:14]):
+            second_unit += 1
+        if not value:
+            anomalies.append(Anomaly("result.value", "line without a value skipped", where))
+            current = None
+            continue
+        if not code:
+            raise InvalidRecord("result.code", "missing", where)
+        if flag.upper() not in _FLAGS and flag:
+            raise InvalidRecord("result.abnormal_flag", "unknown abnormal flag", where)
+        if status.upper() not in _STATUSES:
+            raise InvalidRecord("result.status", "unknown result status", where)
+        loinc = _LOINC.fullmatch(code) is not None and luhn.is_valid(code.replace("-", ""))
+        current = []
+        specs.append((dict(code_system="LN" if loinc else "LOCAL", code=code, label=label,
+                           value=value, unit=unit or None,
+                           reference_range=_reference_range(low, high),
+                           abnormal_flag=_FLAGS[flag.upper()] if flag else None,
+                           status=_STATUSES[status.upper()]), current))
+    if second_unit:
+        anomalies.append(Anomaly("RES", "second-unit value fields ignored"))
+    return [Result(**kw, comments=tuple(c)) for kw, c in specs], order_comments
+
+
+def _report(lines: list[_Line], start: int, end: int
+            ) -> tuple[PatientRecord, str | None, list[Anomaly]]:
+    texts = [line.text for line in lines]
+    lab = next((i for i in range(start, end) if _marker(texts[i]) == LAB), None)
+    if end - start < HEADER_LINES or (lab is not None and lab - start < HEADER_LINES):
+        raise InvalidRecord("header", "fewer than twelve header lines")
+    if lab is None:
+        raise InvalidRecord("LAB", "no ****LAB**** section: free-text report")
+    h = [_unescape(t).strip() for t in texts[start:start + HEADER_LINES + 1]]
+    anomalies: list[Anomaly] = []
+    if (_POSTAL.fullmatch(h[5]) and _DATE_LIKE.match(h[6]) is None and lab - start > HEADER_LINES
+            and _DATE_LIKE.match(h[7])):  # postal code and city on lines 6 and 7
+        h[5:7] = [f"{h[5]} {h[6]}"]
+        anomalies.append(Anomaly("header", "postal code and city on separate lines"))
+    patient = _patient(h)
+    sampled_at = None
+    if h[9]:
+        d, mo, y, hh, mi, ss = _date(h[9], "order.sampled_at")
+        sampled_at = datetime(y, mo, d, hh, mi, ss, tzinfo=PARIS)
+    finess = h[10].split()
+    if not finess:
+        raise InvalidRecord("order.lab_finess", "missing sender code")
+    results, comments = _results(lines, lab + 1, end, anomalies)
+    order = Order(lab_finess=finess[0], sampled_at=sampled_at, prescriber=_prescriber(h[11]),
+                  lab_file_number=h[8] or None, results=tuple(results), comments=tuple(comments))
+    return PatientRecord(patient=patient, orders=(order,)), h[0] or None, anomalies
+
+
+def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterator[Unit]:
+    """Stream the reports of an HPRIM Médecin file as `Parsed` / `Rejected` units."""
+    st = stats if stats is not None else ReadStats()
+    src = _Source(stream, st)
+    fname = name.replace("\\", "/").rsplit("/", 1)[-1]
+    seqs = itertools.count(1)
+    counts = st.segments
+
+    def units(block: list[_Line], end: int | None) -> Iterator[Unit]:
+        texts = [line.text for line in block]
+        b = next(i for i, t in enumerate(texts) if _kind(t) == _OTHER)
+        start = _header_start(texts, b)
+        raw = b"".join(line.raw for line in block)
+        if start > b:
+            junk = b"".join(line.raw for line in block[:start])
+            counts["junk"] += 1
+            yield Rejected(next(seqs), Position(fname, block[b].number), "record",
+                           "text outside any report", junk)
+            raw = raw[len(junk):]
+        pos = Position(fname, block[start].number)
+        if not _looks_like_report(texts, start):
+            counts["junk"] += 1
+            yield Rejected(next(seqs), pos, "record", "text outside any report", raw)
+            return
+        counts["report"] += 1
+        if end is None:
+            yield Rejected(next(seqs), pos, "record", "truncated: no ****FIN**** end marker", raw)
+            return
+        try:
+            record, patient_code, anomalies = _report(block, start, end)
+        except _PARSE_ERRORS as e:
+            field = e.field if isinstance(e, InvalidRecord) else "record"
+            reason = e.reason if isinstance(e, InvalidRecord) else "malformed report"
+            where = e.position if isinstance(e, InvalidRecord) else None
+            yield Rejected(next(seqs), Position(fname, pos.line, where), field, reason, raw)
+            return
+        if _kind(texts[end]) == _END and texts[end].strip().upper() == FINFICHIER:
+            anomalies.append(Anomaly("record", "report ended by ****FINFICHIER**** alone"))
+        yield Parsed(next(seqs), pos, record, sha256(raw), patient_code, tuple(anomalies))
+
+    block: list[_Line] = []
+    content = False  # the block holds a non-blank line that is not an end marker
+    size = 0
+    pending: tuple[list[_Line], int] | None = None  # a finished report taking its separators
+    for line in src.lines():
+        kind = _kind(line.text)
+        if kind == _OTHER:
+            tag = line.text[:4].upper()
+            if tag in ("RES|", "TEX|"):
+                counts[tag[:3]] += 1
+            elif (marker := _marker(line.text)) is not None:
+                counts[marker.strip("*")] += 1
+        elif kind == _END:
+            counts[line.text.strip().upper().strip("*")] += 1
+        if pending is not None:
+            if kind != _OTHER:
+                pending[0].append(line)
+                continue
+            yield from units(*pending)
+            src.update_stats()
+            pending = None
+        block.append(line)
+        if kind == _END and content:
+            pending, block, content, size = (block, len(block) - 1), [], False, 0
+            continue
+        content = content or kind == _OTHER
+        size += len(line.raw)
+        if size > MAX_UNIT_BYTES:
+            counts["oversized"] += 1
+            yield Rejected(next(seqs), Position(fname, block[0].number), "record",
+                           "unit too large: no ****FIN**** end marker within the size limit",
+                           b"".join(x.raw for x in block))
+            block, content, size = [], False, 0
+    if pending is not None:
+        yield from units(*pending)
+    if content:
+        yield from units(block, None)
+    if not counts["FINFICHIER"] and counts["report"]:
+        st.notes.append("no ****FINFICHIER**** end-of-file marker")
+    src.update_stats()

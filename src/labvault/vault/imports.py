@@ -1,0 +1,567 @@
+"""The vault's door for migrations: staging, import of units, reconciliation, erasure.
+
+Same rules as the rest of the vault: every call checks the principal's permission and writes
+its audit event before data moves. Source exports are staged sealed under a key of the
+migration's own (`labvault.crypto.staging`); quarantined units are sealed under that key too,
+so erasing the staging area crypto-shreds both.
+
+Import is exactly-once per unit: a batch of units (their patients, orders, results, comments,
+provenance rows, quarantine rows and the units' outcomes) is one transaction of the data
+database, and batches commit in source order, so after a crash the committed units are a prefix
+and `progress` says where to resume.
+
+Patients are matched, in this order, by NIR (blind index), then by the legacy system's patient
+code within the migration (keyed HMAC); a unit whose identity contradicts the matched patient's
+(birth date, names, sex or NIR) is quarantined rather than attached to the wrong person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from labvault.access.permissions import Permission
+from labvault.access.principal import Principal
+from labvault.crypto.envelope import (
+    AesGcmFieldCipher,
+    FieldCipher,
+    dek_context,
+    new_data_key,
+    staging_key_context,
+)
+from labvault.crypto.signing import Signer
+from labvault.crypto.staging import open_sealed, seal_file, staging_context
+from labvault.domain.normalize import normalize_name, normalize_nir
+from labvault.domain.records import Order, Patient, Sex
+from labvault.domain.validation import validate_record
+from labvault.errors import ConfigurationError, InvalidRecord, KeyUnavailable, NotFound
+from labvault.ingest.base import Parsed, Position, Rejected, Unit
+from labvault.ingest.content import canonical_bytes, order_content, patient_content, record_content
+from labvault.secret import Secret
+from labvault.store.imports import STORED_OUTCOMES, ImportStore
+from labvault.store.keystore import WrappedKey
+from labvault.store.records import RowBatch
+from labvault.store.tables import import_unit, order_provenance, quarantine, source_patient
+
+if TYPE_CHECKING:
+    from labvault.vault.core import Vault
+
+P = Permission
+CONTENT_KEY = "migration/content/v1"
+SOURCE_CODE_KEY = "migration/source-patient/v1"
+_CACHE = 4096
+_REPORT_PERMISSION = {"run": P.MIGRATION_RUN, "verify": P.MIGRATION_VERIFY,
+                      "erase": P.MIGRATION_ERASE, "certificate": P.MIGRATION_READ}
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationInfo:
+    id: uuid.UUID
+    plan_sha256: bytes
+    created_at: datetime
+    created_by: str
+    status: str
+    staging_deadline: datetime
+    erased_at: datetime | None
+    staged_files: int
+    staged_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCheck:
+    """The reconciliation of one source unit with what the vault returns."""
+
+    seq: int
+    position: Position
+    status: str  # match, mismatch, missing, quarantined, duplicate
+    detail: str | None = None  # which field differs (a path, never a value)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class QuarantineEntry:
+    file_index: int
+    seq: int
+    line: int | None
+    segment: str | None
+    field: str
+    reason: str
+    raw: Secret[bytes] | None  # only with `with_bytes`, and None once the staging is erased
+
+    def __repr__(self) -> str:
+        return f"QuarantineEntry(file={self.file_index}, seq={self.seq}, field={self.field!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class StagingErasure:
+    migration_id: uuid.UUID
+    erased_at: datetime
+    actor: str
+    key_destroyed: bool
+    files_removed: int
+    quarantine_bytes_dropped: int
+
+
+class _PatientState:
+    __slots__ = ("cipher", "patient", "positions")
+
+    def __init__(self, cipher: FieldCipher, patient: Patient, positions: list[int]) -> None:
+        self.cipher = cipher
+        self.patient = patient
+        self.positions = positions
+
+
+def _first(names: str | None) -> str | None:
+    parts = normalize_name(names).split() if names else []
+    return parts[0] if parts else None
+
+
+def _nir_of(p: Patient) -> str | None:
+    nir = p.nir or (p.ins.matricule if p.ins is not None and p.ins.oid.is_nir_based else None)
+    return normalize_nir(nir) if nir else None
+
+
+def identity_conflict(stored: Patient, incoming: Patient) -> str | None:
+    """The first identity field on which two records of "the same" patient disagree."""
+    if stored.birth_date != incoming.birth_date:
+        return "patient.birth_date"
+    names = {normalize_name(n) for n in (stored.last_name, stored.birth_name) if n}
+    if not names & {normalize_name(n) for n in (incoming.last_name, incoming.birth_name) if n}:
+        return "patient.last_name"
+    a, b = _first(stored.first_names), _first(incoming.first_names)
+    if a and b and a != b:
+        return "patient.first_names"
+    if Sex.UNKNOWN not in (stored.sex, incoming.sex) and stored.sex != incoming.sex:
+        return "patient.sex"
+    na, nb = _nir_of(stored), _nir_of(incoming)
+    if na and nb and na != nb:
+        return "patient.nir"
+    return None
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path} (count)"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return path
+
+
+class ImportDesk:
+    def __init__(self, vault: Vault, store: ImportStore, staging_dir: Path | None) -> None:
+        self._v = vault
+        self._store = store
+        self._staging_dir = staging_dir
+        self._content_key = vault._keys.index_key(CONTENT_KEY).reveal()
+        self._code_key = vault._keys.index_key(SOURCE_CODE_KEY).reveal()
+        self._staging_keys: dict[uuid.UUID, Secret[bytes]] = {}
+        self._states: OrderedDict[uuid.UUID, _PatientState] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return "ImportDesk()"
+
+    # -- migrations and staging ------------------------------------------------------------------
+    def begin(self, principal: Principal, migration_id: uuid.UUID, plan_sha256: bytes,
+              deadline: datetime) -> MigrationInfo:
+        """Register a migration and create its staging key; again with the same plan, resume."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_RUN)
+        row = self._store.get_migration(migration_id)
+        if row is not None:
+            if row.plan_sha256 != plan_sha256:
+                raise ConfigurationError("the plan file changed since this migration began; "
+                                         "make a new plan")
+            if row.erased_at is not None:
+                raise ConfigurationError("this migration's staging area was erased; "
+                                         "make a new plan to import again")
+            return self.info(principal, migration_id)
+        v._event(principal, P.MIGRATION_RUN, "allowed", step="begin",
+                 migration=str(migration_id))
+        now = v._clock.now()
+        if v._keystore.get_staging(migration_id) is None:
+            version, wrapped = v._keys.wrap(new_data_key(), staging_key_context(migration_id))
+            v._keystore.insert_staging(migration_id, version, wrapped, now)
+        self._store.create_migration(migration_id, plan_sha256, now, principal.actor_id, deadline)
+        return self.info(principal, migration_id)
+
+    def _staging_key(self, migration_id: uuid.UUID) -> Secret[bytes]:
+        key = self._staging_keys.get(migration_id)
+        if key is None:
+            found = self._v._keystore.get_staging(migration_id)
+            if found is None:
+                raise KeyUnavailable(f"no staging key for migration {migration_id} (erased?)")
+            key = self._v._keys.unwrap(found[0], found[1], staging_key_context(migration_id))
+            self._staging_keys[migration_id] = key
+        return key
+
+    def _area(self, migration_id: uuid.UUID) -> Path:
+        if self._staging_dir is None:
+            raise ConfigurationError("this vault has no staging directory")
+        return self._staging_dir / migration_id.hex
+
+    def _staged_path(self, migration_id: uuid.UUID, file_index: int) -> Path:
+        return self._area(migration_id) / f"{file_index:04d}.sealed"
+
+    def stage(self, principal: Principal, migration_id: uuid.UUID, file_index: int,
+              source: Path, expected_sha256: bytes, progress: Any = None) -> bool:
+        """Copy a source export into the staging area, sealed. False if it was already there."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_RUN)
+        target = self._staged_path(migration_id, file_index)
+        if target.exists():
+            return False
+        v._event(principal, P.MIGRATION_RUN, "allowed", step="stage",
+                 migration=str(migration_id), file=file_index)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with source.open("rb") as src:
+            digest, _ = seal_file(self._staging_key(migration_id), src, target,
+                                  staging_context(migration_id.hex, file_index),
+                                  progress=progress)
+        if not hmac.compare_digest(digest, expected_sha256):
+            target.unlink()
+            raise ConfigurationError(f"source file {file_index + 1} changed since the plan "
+                                     "(SHA-256 differs); make a new plan")
+        return True
+
+    def open_staged(self, principal: Principal, migration_id: uuid.UUID, file_index: int,
+                    permission: Permission = P.MIGRATION_RUN) -> BinaryIO:
+        """The plaintext of a staged file, as a stream (for the run and the verification)."""
+        if permission not in (P.MIGRATION_RUN, P.MIGRATION_VERIFY):
+            raise ValueError("staged files open for a run or a verification only")
+        v = self._v
+        v._authorize(principal, permission)
+        path = self._staged_path(migration_id, file_index)
+        if not path.exists():
+            raise NotFound("staged file", f"{migration_id}/{file_index}")
+        v._event(principal, permission, "allowed", step="open-staged",
+                 migration=str(migration_id), file=file_index)
+        return open_sealed(self._staging_key(migration_id), path,
+                           staging_context(migration_id.hex, file_index))
+
+    def progress(self, principal: Principal, migration_id: uuid.UUID) -> dict[int, int]:
+        self._v._authorize(principal, P.MIGRATION_RUN)
+        return self._store.progress(migration_id)
+
+    # -- import ----------------------------------------------------------------------------------
+    def _digest(self, content: bytes) -> bytes:
+        return hmac.new(self._content_key, content, hashlib.sha256).digest()[:16]
+
+    def _code(self, migration_id: uuid.UUID, code: str) -> bytes:
+        msg = f"{migration_id.hex}|{code}".encode()
+        return hmac.new(self._code_key, msg, hashlib.sha256).digest()[:16]
+
+    def _state(self, pid: uuid.UUID) -> _PatientState:
+        state = self._states.get(pid)
+        if state is not None:
+            self._states.move_to_end(pid)
+            return state
+        v = self._v
+        patient = v._load(pid, with_results=False).patient
+        cipher = v._cipher_for(pid, v._keystore.get(pid))
+        state = _PatientState(cipher, patient, v._records.next_positions([pid])[pid])
+        self._remember(pid, state)
+        return state
+
+    def _remember(self, pid: uuid.UUID, state: _PatientState) -> None:
+        self._states[pid] = state
+        if len(self._states) > _CACHE:
+            self._states.popitem(last=False)
+
+    def import_units(self, principal: Principal, migration_id: uuid.UUID, file_index: int,
+                     units: Sequence[Unit]) -> Counter[str]:
+        """Store a batch of units (in source order) in one transaction; returns the counts."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_RUN)
+        now = v._clock.now()
+        scipher = AesGcmFieldCipher(self._staging_key(migration_id), 1)
+        counts: Counter[str] = Counter()
+        unit_rows: list[dict[str, Any]] = []
+        q_rows: list[dict[str, Any]] = []
+
+        def unit_row(seq: int, outcome: str, pid: uuid.UUID | None = None,
+                     digest: bytes | None = None) -> None:
+            counts[outcome] += 1
+            unit_rows.append({"migration_id": migration_id, "file_index": file_index, "seq": seq,
+                              "outcome": outcome, "patient_id": pid, "content_digest": digest,
+                              "created_at": now})
+
+        def to_quarantine(seq: int, pos: Position, field: str, reason: str, raw: bytes) -> None:
+            ref = f"{migration_id.hex}/{file_index}/{seq}"
+            q_rows.append({"migration_id": migration_id, "file_index": file_index, "seq": seq,
+                           "line": pos.line, "segment": (pos.segment or "")[:200] or None,
+                           "field": field[:200], "reason": reason[:500], "created_at": now,
+                           "raw": scipher.seal("quarantine", "raw", ref, raw)})
+            unit_row(seq, "quarantined")
+
+        accepted: list[tuple[Parsed, bytes, bytes | None, bytes | None]] = []
+        seen: set[bytes] = set()
+        for u in units:
+            if isinstance(u, Rejected):
+                to_quarantine(u.seq, u.position, u.field, u.reason, u.raw)
+                continue
+            content = canonical_bytes(record_content(u.record))
+            try:
+                validate_record(u.record)
+            except InvalidRecord as e:
+                to_quarantine(u.seq, u.position, e.field, e.reason, content)
+                continue
+            digest = self._digest(content)
+            nir = _nir_of(u.record.patient)
+            accepted.append((u, digest, v._nir_index.compute(nir) if nir else None,
+                             self._code(migration_id, u.source_patient_id)
+                             if u.source_patient_id else None))
+        known = self._store.known_digests([a[1] for a in accepted])
+        by_nir = v._records.ids_by_index_many("nir_bidx", [a[2] for a in accepted if a[2]])
+        by_code = self._store.patients_by_code(migration_id, [a[3] for a in accepted if a[3]])
+        batch, keys, prov_rows, sp_rows = RowBatch(), [], [], []
+        new_nir: dict[bytes, uuid.UUID] = {}
+        new_code: dict[bytes, uuid.UUID] = {}
+        touched: set[uuid.UUID] = set()
+        for u, digest, nir_bidx, code in accepted:
+            if digest in known or digest in seen:
+                unit_row(u.seq, "duplicate", digest=digest)
+                continue
+            p = u.record.patient
+            pid = None
+            if nir_bidx is not None:
+                pid = new_nir.get(nir_bidx)
+                candidates = by_nir.get(nir_bidx, [])
+                if pid is None and len(candidates) > 1:
+                    to_quarantine(u.seq, u.position, "patient.nir",
+                                  "several patients in the vault share this NIR", b"")
+                    continue
+                pid = pid or (candidates[0] if candidates else None)
+            if pid is None and code is not None:
+                pid = new_code.get(code) or by_code.get(code)
+            if pid is not None:
+                try:
+                    state = self._state(pid)
+                except KeyUnavailable:
+                    to_quarantine(u.seq, u.position, "patient",
+                                  "this patient was erased from the vault", b"")
+                    continue
+                conflict = identity_conflict(state.patient, p)
+                if conflict:
+                    to_quarantine(u.seq, u.position, conflict,
+                                  "differs from the patient stored under the same NIR or "
+                                  "patient code", canonical_bytes(record_content(u.record)))
+                    continue
+                outcome = "stored"
+            else:
+                pid = p.id
+                dek = new_data_key()
+                kek_version, wrapped = v._keys.wrap(dek, dek_context(pid))
+                keys.append(WrappedKey(pid, kek_version, 1, wrapped))
+                state = _PatientState(v._cipher_factory(dek, 1), p, [0, 0, 0])
+                v._seal_patient(p, state.cipher, now, batch)
+                self._remember(pid, state)
+                outcome = "new"
+            seen.add(digest)
+            touched.add(pid)
+            if nir_bidx is not None:
+                new_nir.setdefault(nir_bidx, pid)
+            if code is not None and code not in by_code and code not in new_code:
+                new_code[code] = pid
+                sp_rows.append({"migration_id": migration_id, "code_bidx": code, "patient_id": pid})
+            v._seal_orders(pid, u.record.orders, state.cipher, now, batch, state.positions)
+            prov_rows += [{"order_id": o.id, "migration_id": migration_id,
+                           "file_index": file_index, "seq": u.seq} for o in u.record.orders]
+            counts["results"] += u.record.result_count()
+            unit_row(u.seq, outcome, pid, digest)
+        v._event(principal, P.MIGRATION_RUN, "allowed", sorted(touched), step="import",
+                 migration=str(migration_id), file=file_index, units=len(units),
+                 **{k: counts[k] for k in ("new", "stored", "quarantined", "duplicate")})
+        v._keystore.insert_many(keys, now)
+        try:
+            v._records.insert(batch, also=[(source_patient, sp_rows), (import_unit, unit_rows),
+                                           (order_provenance, prov_rows), (quarantine, q_rows)])
+        except BaseException:
+            v._keystore.delete_many([k.patient_id for k in keys])
+            self._states.clear()  # positions advanced for rows that were not written
+            raise
+        return counts
+
+    # -- reconciliation --------------------------------------------------------------------------
+    def reconcile(self, principal: Principal, migration_id: uuid.UUID, file_index: int,
+                  units: Sequence[Unit]) -> list[UnitCheck]:
+        """Compare each source unit with what the vault returns for it after decryption."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_VERIFY)
+        seqs = [u.seq for u in units]
+        rows = self._store.units(migration_id, file_index, seqs)
+        stored = [s for s in seqs if s in rows and rows[s].outcome in STORED_OUTCOMES]
+        order_ids = self._store.orders_of_units(migration_id, file_index, stored)
+        pids = sorted({rows[s].patient_id for s in stored})
+        v._event(principal, P.MIGRATION_VERIFY, "allowed", pids, step="verify",
+                 migration=str(migration_id), file=file_index, units=len(units))
+        orders = v._open_orders_of(pids, [o for s in stored for o in order_ids.get(s, [])])
+        patients = {pid: v._load(pid, with_results=False).patient for pid in pids}
+        known = self._store.known_digests(
+            [rows[u.seq].content_digest for u in units
+             if u.seq in rows and rows[u.seq].outcome == "duplicate"])
+        out = []
+        for u in units:
+            row = rows.get(u.seq)
+            if row is None:
+                out.append(UnitCheck(u.seq, u.position, "missing"))
+            elif row.outcome == "quarantined":
+                out.append(UnitCheck(u.seq, u.position, "quarantined"))
+            elif isinstance(u, Rejected):
+                out.append(UnitCheck(u.seq, u.position, "mismatch", "unit (rejected on re-read)"))
+            elif row.outcome == "duplicate":
+                ok = (row.content_digest in known and
+                      self._digest(canonical_bytes(record_content(u.record))) == row.content_digest)
+                out.append(UnitCheck(u.seq, u.position, "duplicate" if ok else "mismatch",
+                                     None if ok else "duplicate of no stored unit"))
+            else:
+                got = [orders[o] for o in order_ids.get(u.seq, []) if o in orders]
+                got.sort(key=lambda o: o[0])
+                out.append(self._compare(u, row.outcome, patients[row.patient_id],
+                                         [o for _, o in got]))
+        return out
+
+    @staticmethod
+    def _compare(u: Parsed, outcome: str, stored: Patient, orders: list[Order]) -> UnitCheck:
+        src = [order_content(o) for o in u.record.orders]
+        got = [order_content(o) for o in orders]
+        if src != got:
+            return UnitCheck(u.seq, u.position, "mismatch", _first_difference(src, got, "orders"))
+        if outcome == "new":
+            a, b = patient_content(u.record.patient), patient_content(stored)
+            if a != b:
+                return UnitCheck(u.seq, u.position, "mismatch", _first_difference(a, b, "patient"))
+        elif conflict := identity_conflict(stored, u.record.patient):
+            return UnitCheck(u.seq, u.position, "mismatch", conflict)
+        return UnitCheck(u.seq, u.position, "match")
+
+    def unit_counts(self, principal: Principal, migration_id: uuid.UUID) -> dict[int, Counter[str]]:
+        self._v._authorize(principal, P.MIGRATION_READ)
+        return self._store.unit_counts(migration_id)
+
+    def extras(self, principal: Principal, migration_id: uuid.UUID,
+               last_seq: dict[int, int]) -> int:
+        """Units recorded for this migration that the source does not have."""
+        self._v._authorize(principal, P.MIGRATION_VERIFY)
+        n = sum(self._store.units_beyond(migration_id, f, s) for f, s in last_seq.items())
+        for f in self._store.files_recorded(migration_id) - set(last_seq):
+            n += self._store.units_beyond(migration_id, f, 0)
+        return n
+
+    # -- quarantine, reports, status -------------------------------------------------------------
+    def quarantine(self, principal: Principal, migration_id: uuid.UUID, *,
+                   with_bytes: bool = False) -> Iterator[QuarantineEntry]:
+        v = self._v
+        v._authorize(principal, P.QUARANTINE_READ if with_bytes else P.MIGRATION_READ)
+        v._event(principal, P.QUARANTINE_READ if with_bytes else P.MIGRATION_READ, "allowed",
+                 step="quarantine", migration=str(migration_id))
+        scipher = None
+        for r in self._store.quarantine_rows(migration_id):
+            raw = None
+            if with_bytes and r.raw is not None:
+                if scipher is None:
+                    scipher = AesGcmFieldCipher(self._staging_key(migration_id), 1)
+                ref = f"{migration_id.hex}/{r.file_index}/{r.seq}"
+                raw = Secret(scipher.open("quarantine", "raw", ref, r.raw))
+            yield QuarantineEntry(r.file_index, r.seq, r.line, r.segment, r.field, r.reason, raw)
+
+    def quarantine_summary(self, principal: Principal,
+                           migration_id: uuid.UUID) -> list[tuple[str, str, int]]:
+        self._v._authorize(principal, P.MIGRATION_READ)
+        return self._store.quarantine_summary(migration_id)
+
+    def add_report(self, principal: Principal, migration_id: uuid.UUID, kind: str,
+                   body: dict[str, Any]) -> None:
+        """Keep a step's outcome (counts, never personal values) for the certificate."""
+        v = self._v
+        v._authorize(principal, _REPORT_PERMISSION[kind])
+        self._store.add_report(migration_id, kind, v._clock.now(), principal.actor_id,
+                               json.dumps(body, sort_keys=True, default=str))
+
+    def reports(self, principal: Principal, migration_id: uuid.UUID) -> list[dict[str, Any]]:
+        self._v._authorize(principal, P.MIGRATION_READ)
+        return [{"kind": r.kind, "at": r.at, "actor": r.actor, "body": json.loads(r.body)}
+                for r in self._store.reports(migration_id)]
+
+    def info(self, principal: Principal, migration_id: uuid.UUID) -> MigrationInfo:
+        self._v._authorize(principal, P.MIGRATION_READ)
+        row = self._store.get_migration(migration_id)
+        if row is None:
+            raise NotFound("migration", migration_id)
+        return self._info(row)
+
+    def _info(self, row: Any) -> MigrationInfo:
+        files = list(self._area(row.id).glob("*.sealed")) if self._staging_dir else []
+        return MigrationInfo(row.id, bytes(row.plan_sha256), _aware(row.created_at),
+                             row.created_by, row.status, _aware(row.staging_deadline),
+                             _aware(row.erased_at) if row.erased_at else None, len(files),
+                             sum(f.stat().st_size for f in files))
+
+    def migrations(self, principal: Principal) -> list[MigrationInfo]:
+        self._v._authorize(principal, P.MIGRATION_READ)
+        return [self._info(r) for r in self._store.migrations()]
+
+    def set_status(self, principal: Principal, migration_id: uuid.UUID, status: str) -> None:
+        self._v._authorize(principal, P.MIGRATION_RUN)
+        self._store.set_status(migration_id, status)
+
+    def sign(self, principal: Principal, document: bytes) -> tuple[bytes, Signer]:
+        """Sign a document the vault issues (certificate); returns the signature and signer."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_READ)
+        v._event(principal, P.MIGRATION_READ, "allowed", step="sign",
+                 sha256=hashlib.sha256(document).hexdigest())
+        signer = Signer(v._keys)
+        return signer.sign(document), signer
+
+    # -- erasure -----------------------------------------------------------------------------------
+    def erase(self, principal: Principal, migration_id: uuid.UUID) -> StagingErasure:
+        """Destroy the staging key, then the staged files and the quarantined bytes."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_ERASE)
+        if self._store.get_migration(migration_id) is None:
+            raise NotFound("migration", migration_id)
+        v._event(principal, P.MIGRATION_ERASE, "allowed", step="erase",
+                 migration=str(migration_id))
+        now = v._clock.now()
+        destroyed = v._keystore.destroy_staging(migration_id)
+        self._staging_keys.pop(migration_id, None)
+        removed = 0
+        area = self._area(migration_id)
+        if area.exists():
+            removed = sum(1 for f in area.iterdir() if f.is_file())
+            shutil.rmtree(area)
+        dropped = self._store.drop_quarantine_bytes(migration_id)
+        self._store.set_status(migration_id, "erased", erased_at=now)
+        self._store.add_report(migration_id, "erase", now, principal.actor_id, json.dumps(
+            {"key_destroyed": destroyed, "files_removed": removed,
+             "quarantine_bytes_dropped": dropped}))
+        return StagingErasure(migration_id, now, principal.actor_id, destroyed, removed, dropped)
+
+    def erase_expired(self, principal: Principal) -> list[StagingErasure]:
+        """Erase every staging area past its deadline (run by every `labvault` command)."""
+        now = self._v._clock.now()
+        return [self.erase(principal, r.id) for r in self._store.migrations()
+                if r.erased_at is None and _aware(r.staging_deadline) <= now]
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite hands back naive UTC timestamps; PostgreSQL aware ones."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+__all__ = ["ImportDesk", "MigrationInfo", "QuarantineEntry", "StagingErasure", "UnitCheck",
+           "identity_conflict"]
