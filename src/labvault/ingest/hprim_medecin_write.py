@@ -89,7 +89,7 @@ def _header(patient: Patient, order: Order, code: str, nir_with_space: bool, nam
 
 def _readable(order: Order, named: bool) -> list[str]:
     lines = ["", f"Laboratoire {order.lab_finess}        Dossier {_esc(order.lab_file_number, named)}"
-             f"        Prélevé le {_day(order.sampled_at)}", ""]
+             f"        {_esc('Prélevé', named)} le {_day(order.sampled_at)}", ""]
     lines += [f"Commentaire : {_esc(c.text, named)}" for c in order.comments]
     for r in order.results:
         flag = f" ({r.abnormal_flag.value})" if r.abnormal_flag and r.abnormal_flag.value != "N" else ""
