@@ -249,7 +249,10 @@ def _header_start(texts: list[str], b: int) -> int:
     def exact(i: int) -> bool:
         return i < len(texts) and _DATE.fullmatch(texts[i].strip()) is not None
 
-    if b + 6 >= len(texts) or not texts[b + 6].strip() or loose(b + 6) or loose(b + 7):
+    for s in range(b, -1, -1):  # blank lines before line 2 may hold an empty patient code
+        if loose(s + 6):
+            return s
+    if b + 6 >= len(texts) or not texts[b + 6].strip() or loose(b + 7):
         return b
     for s in range(b + 1, min(len(texts) - 9, b + MAX_JUNK_LINES)):
         if _marker(texts[s]) or texts[s].lstrip()[:4].upper() in ("RES|", "TEX|"):
