@@ -88,6 +88,9 @@ def test_round_trip(options: dict, encoding: str, ending: str) -> None:
         "final_marker") is False)
 
 
+C1 = "".join(map(chr, range(0x80, 0xA0)))  # C1 controls read back as CP1252: not carried
+
+
 def _record(comment: str) -> PatientRecord:
     patient = Patient(last_name="Dupont", first_names="Marie", birth_date=date(1985, 7, 14),
                       sex=Sex.FEMALE, nir="285077512345655",
@@ -99,8 +102,9 @@ def _record(comment: str) -> PatientRecord:
     return PatientRecord(patient, (order,))
 
 
-@settings(max_examples=60, deadline=None)
-@given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30)
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(st.characters(exclude_categories=("Cs", "Cn"), exclude_characters=C1),
+                   min_size=1, max_size=30)
        .filter(lambda s: s == s.strip()),
        encoding=st.sampled_from(["cp1252", "iso-8859-1", "utf-8"]), named=st.booleans())
 def test_text_fields_survive_any_text(text: str, encoding: str, named: bool) -> None:
@@ -231,9 +235,9 @@ def test_junk_before_first_report_and_after_last() -> None:
         "record", "text outside any report", junk)
     assert j.position.line == 1
     assert isinstance(parsed, Parsed) and parsed.position.line == 4
-    assert parsed.source_sha256 == sha256(body + encode(["****FINFICHIER****", ""]))
+    assert parsed.source_sha256 == sha256(body + encode(["****FINFICHIER****"]))
     assert isinstance(trailer, Rejected) and trailer.reason == "text outside any report"
-    assert trailer.raw == encode(["-- ", "Envoye par messagerie securisee"])
+    assert trailer.raw == encode(["", "-- ", "Envoye par messagerie securisee"])
     assert trailer.position.line == 27
 
 
@@ -241,9 +245,11 @@ def test_empty_optional_lines() -> None:
     header = [*HEADER]
     header[0] = header[3] = header[4] = header[5] = header[7] = header[8] = ""
     header[9] = header[11] = ""
-    lines = ["", "", *report(header)]  # the dates place the header after the blank lines
-    (u,) = units(encode(lines))
-    assert isinstance(u, Parsed) and u.position.line == 3 and u.source_patient_id is None
+    lines = [*report(), "", "", *report(header)]  # the dates place the header: line 1 empty
+    first, u = units(encode(lines))
+    assert isinstance(first, Parsed) and first.source_sha256 == sha256(encode(report()))
+    assert isinstance(u, Parsed) and u.position.line == 24 and u.source_patient_id is None
+    assert u.source_sha256 == sha256(encode(["", "", *report(header)]))
     assert u.record.patient.last_name == "DUPONT"
     p, o = u.record.patient, u.record.orders[0]
     assert (p.address, p.nir, p.sex) == (None, None, Sex.UNKNOWN)
@@ -359,13 +365,13 @@ def check(data: bytes) -> list:
     return got
 
 
-@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=3000))
 def test_arbitrary_bytes(data: bytes) -> None:
     check(data)
 
 
-@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_valid_file(data: st.DataObject) -> None:
     b = bytearray(VALID)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import html
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import BinaryIO, NamedTuple
 from zoneinfo import ZoneInfo
@@ -287,7 +287,7 @@ def _prescriber(text: str) -> Prescriber | None:
             else:
                 adeli = code
         text = rest.strip()
-    last, comma, first_name = text.partition(",")
+    last, _, first_name = text.partition(",")
     if not (last.strip() or rpps or adeli):
         return None
     return Prescriber(last_name=last.strip(), first_name=first_name.strip() or None,
@@ -449,7 +449,13 @@ def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterato
             if kind != _OTHER:
                 pending[0].append(line)
                 continue
-            yield from units(*pending)
+            done, end = pending
+            k = len(done)  # blank lines after the last marker open the next report: one
+            while k > end + 1 and _kind(done[k - 1].text) == _BLANK:  # may be its patient code
+                k -= 1
+            block = done[k:]
+            del done[k:]
+            yield from units(done, end)
             src.update_stats()
             pending = None
         block.append(line)

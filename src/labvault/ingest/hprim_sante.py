@@ -54,7 +54,7 @@ Not carried
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import PurePath
@@ -108,6 +108,7 @@ for _i in range(0x80, 0xA0):
     except UnicodeDecodeError:
         pass  # undefined in CP1252: stays the ISO-8859-1 control character
 _TRUNCATED = "truncated: message has no L record"
+_Get = Callable[[int], str]
 _PARSE_ERRORS = (InvalidRecord, ValueError, LookupError, UnicodeError, TypeError, ArithmeticError)
 
 
@@ -144,7 +145,9 @@ class _Decoder:
             else:
                 self.mode = "utf-8"
                 return text
-        self.c1 = self.c1 or _C1.search(data) is not None
+        if _C1.search(data) is None:
+            return data.decode("latin-1")
+        self.c1 = True
         return _decode_cp1252(data)
 
     @property
@@ -313,7 +316,7 @@ class _Unit:
     kind: str  # "patient", "junk" or "message" (a message whose H is unusable)
     first: _Rec
     recs: list[_Rec] = field(default_factory=list)
-    field: str = "record"
+    bad_field: str = "record"
     reason: str = ""
 
     def __post_init__(self) -> None:
@@ -362,7 +365,7 @@ def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterato
         if truncated:
             return Rejected(seq, pos, "message", _TRUNCATED, raw)
         if u.kind != "patient" or msg is None or msg.d is None:
-            return Rejected(seq, pos, u.field, u.reason, raw)
+            return Rejected(seq, pos, u.bad_field, u.reason, raw)
         try:
             record, source_id, anomalies = _patient_unit(u.recs, msg)
         except InvalidRecord as exc:
@@ -383,7 +386,7 @@ def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterato
                 unit = None
             msg = _open_message(rec, st)
             if msg.d is None:
-                unit = _Unit("message", rec, field="H.delimiters",
+                unit = _Unit("message", rec, bad_field="H.delimiters",
                              reason="invalid delimiters: the whole message is unreadable")
             continue
         if msg is None:
@@ -471,7 +474,7 @@ def _patient_unit(recs: list[_Rec], msg: _Message) -> tuple[PatientRecord, str |
     return PatientRecord(patient=patient, orders=built), source_id, anomalies
 
 
-def _patient(get, d: Delimiters, anomalies: list[Anomaly], where: str  # type: ignore[no-untyped-def]
+def _patient(get: _Get, d: Delimiters, anomalies: list[Anomaly], where: str
              ) -> tuple[Patient, str | None]:
     u = lambda s: _unescape(s, d)  # noqa: E731
     source_id = u(_comps(get(2), d, 1)[0]).strip() or None
@@ -507,7 +510,7 @@ def _patient(get, d: Delimiters, anomalies: list[Anomaly], where: str  # type: i
     return patient, source_id
 
 
-def _order(get, d: Delimiters, sender: str, anomalies: list[Anomaly],  # type: ignore[no-untyped-def]
+def _order(get: _Get, d: Delimiters, sender: str, anomalies: list[Anomaly],
            where: str) -> dict[str, object]:
     number = next((c for c in (*get(3).split(d.comp), *get(2).split(d.comp)) if c.strip()), "")
     finess = "".join(_unescape(_comps(get(24), d, 1)[0], d).split()) or sender
@@ -526,7 +529,7 @@ def _prescriber(raw: str, d: Delimiters, anomalies: list[Anomaly], where: str) -
     for rep in raw.split(d.rep):
         ident, lname, fname = _comps(rep, d, 3)
         if not fname and d.sub in lname:
-            lname, fname = (lname.split(d.sub) + [""])[:2]
+            lname, fname = [*lname.split(d.sub), ""][:2]
         ident = "".join(_unescape(ident, d).split())
         if ident and ident.isascii() and ident.isdigit() and len(ident) in (9, 11):
             ids.setdefault(len(ident), ident)
@@ -539,8 +542,7 @@ def _prescriber(raw: str, d: Delimiters, anomalies: list[Anomaly], where: str) -
     return Prescriber(last_name=last or "", first_name=first, rpps=ids.get(11), adeli=ids.get(9))
 
 
-def _result(get, d: Delimiters, anomalies: list[Anomaly],  # type: ignore[no-untyped-def]
-            where: str) -> dict[str, object]:
+def _result(get: _Get, d: Delimiters, anomalies: list[Anomaly], where: str) -> dict[str, object]:
     u = lambda s: _unescape(s, d)  # noqa: E731
     kind = get(2).strip().upper()
     if not kind:

@@ -5,7 +5,7 @@ carry. The writer emits ORU (results) messages::
 
     H|~^\\&|LABVAULT.HPR||<finess>||ORU|||||P|H2.2~C|<now>
     P|1|<patient uuid>|<INS: matricule~oid~status>|<NIR>|LAST~First names|<birth name>|YYYYMMDD|F||...
-    OBR|1||<lab file number>|<code~label~system, repeated>|R|<requested>|<sampled>|...|<prescriber>|...|<finess>
+    OBR|1||<file number>|<code~label~system, repeated>|R|<requested>|<sampled>|...|<prescriber>|...|<finess>
     OBX|1|NM|<code~label~system>||<value>|<unit>|<reference range>|<flag>|||<status>|||<observed>
     C|1|L|<comment text>|G
     L|1||<number of P records>|<number of records>
@@ -43,7 +43,7 @@ class Delimiters:
     repetition, escape, sub-sub-field (sources: libHprim ``HPRIMSDelimiters``, Mediboard
     ``CHPrim21Reader::segmentH``)."""
 
-    __slots__ = ("comp", "esc", "field", "rep", "sub", "_table")
+    __slots__ = ("_table", "comp", "esc", "field", "rep", "sub")
 
     def __init__(self, chars: str) -> None:
         if not valid_delimiters(chars):
@@ -230,7 +230,7 @@ def write(records: Iterable[PatientRecord], out: BinaryIO, *, version: str = "H2
         raise ValueError("patients_per_message: at least 1")
     d = Delimiters(delimiters)
     w = _Writer(out, d, encoding, line_ending, max_line or 1 << 62)
-    stamp = format_ts(created_at or datetime.now(UTC))
+    stamp = format_ts((created_at or datetime.now(UTC)).replace(microsecond=0))
     for batch in _messages(records, patients_per_message):
         finess = sender_finess
         if finess is None:

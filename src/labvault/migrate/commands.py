@@ -82,7 +82,12 @@ def _os_fail(exc: OSError) -> typer.Exit:
 
 
 @migrate_app.command("run")
-def run_cmd(plan: PlanArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def run_cmd(
+    plan: PlanArg,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Units per transaction.")]
+    = 500,
+) -> None:
     """Stage the sources sealed and import them; resumable: run it again after any stop."""
     try:
         p = load_plan(plan)
@@ -97,7 +102,8 @@ def run_cmd(plan: PlanArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
                     bar.advance(imported, n)
 
             counts = run_migration(vault, _operator("migration run"), plan,
-                                   lock_dir=data_dir / "staging", progress=progress)
+                                   lock_dir=data_dir / "staging", progress=progress,
+                                   batch_size=batch_size)
             totals = vault.imports.unit_counts(_operator("migration run"), p.migration_id)
     except LabvaultError as exc:
         raise fail(exc) from None
