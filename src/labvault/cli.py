@@ -26,6 +26,7 @@ from labvault.cli_support import (
     progress_bar,
 )
 from labvault.config import CONFIG_NAME, DEFAULT_DATA_DIR, Settings
+from labvault.crypto.signing import key_id, public_pem
 from labvault.domain.records import PatientRecord
 from labvault.errors import LabvaultError
 from labvault.leakcheck import LeakReport
@@ -238,6 +239,18 @@ def keys_status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise fail(exc) from None
     for version, count in sorted(status.items()):
         console.print(f"master key version {version}: {count} data keys")
+
+
+@keys_app.command("public")
+def keys_public(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Print the public key that signs certificates (PEM), for auditors to keep elsewhere."""
+    try:
+        with open_vault(data_dir) as vault:
+            key = vault.signing_public_key()
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(public_pem(key).strip(), highlight=False)
+    console.print(f"key id {key_id(key)}", highlight=False)
 
 
 def _print_report(report: LeakReport) -> None:
