@@ -317,15 +317,16 @@ class Vault:
                         order_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, Order]]:
         """Given orders (of the given patients), opened, with their positions."""
         orows, rrows, crows = self._records.load_orders(order_ids)
-        keys = self._keystore.get_many(patient_ids)
+        by_patient: dict[uuid.UUID, tuple[list[Any], list[Any], list[Any]]] = {
+            pid: ([], [], []) for pid in patient_ids}
+        for i, rows in enumerate((orows, rrows, crows)):
+            for row in rows:
+                by_patient.setdefault(row.patient_id, ([], [], []))[i].append(row)
+        keys = self._keystore.get_many(list(by_patient))
         out: dict[uuid.UUID, tuple[int, Order]] = {}
-        for pid in patient_ids:
+        for pid, (mine, results, comments) in by_patient.items():
             cipher = self._cipher_for(pid, keys.get(pid))
-            mine = [o for o in orows if o.patient_id == pid]
-            ids = {o.id for o in mine}
-            for position, order in _open_orders(cipher, mine,
-                                                [r for r in rrows if r.order_id in ids],
-                                                [c for c in crows if c.order_id in ids]):
+            for position, order in _open_orders(cipher, mine, results, comments):
                 out[order.id] = (position, order)
         return out
 
