@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidSignature
 
-from labvault import ingest
+from labvault import Settings, Vault, ingest
 from labvault.leakcheck import LeakScanner
 from labvault.leakprobe import postgres_urls, record_needles, storage_locations
 from labvault.migrate import certificate, make_plan, run, verify
@@ -39,11 +39,30 @@ def plan_for(tmp_path: Path, sources: list[Path], clock) -> Path:
     return path
 
 
+@pytest.fixture
+def embedded(tmp_path, clock):
+    """A SQLite vault, for the tests whose subject does not depend on the backend."""
+    settings = Settings.embedded(tmp_path / "embedded")
+    v = Vault.init(settings, clock=clock)
+    yield v
+    v.close()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_round_trip_verifies_at_100_percent(fmt, vault, operator, settings, clock, tmp_path,
-                                            backend):
-    if backend == "postgres" and fmt != "hl7v2":
-        pytest.skip("every format on SQLite; the PostgreSQL run uses HL7 v2")
+def test_every_format_round_trips_at_100_percent(fmt, tmp_path, clock, operator):
+    settings = Settings.embedded(tmp_path / "vault")
+    vault = Vault.init(settings, clock=clock)
+    try:
+        _round_trip(fmt, vault, operator, settings, clock, tmp_path)
+    finally:
+        vault.close()
+
+
+def test_round_trip_on_both_backends(vault, operator, settings, clock, tmp_path):
+    _round_trip("hl7v2", vault, operator, settings, clock, tmp_path)
+
+
+def _round_trip(fmt, vault, operator, settings, clock, tmp_path):
     records = list(SyntheticLab(31).records(25))
     source = write_source(tmp_path, fmt, records)
     plan_path = plan_for(tmp_path, [source], clock)
@@ -84,9 +103,8 @@ def test_round_trip_verifies_at_100_percent(fmt, vault, operator, settings, cloc
     assert leaks.clean, leaks.summary_lines()
 
 
-def test_certificate_check_fails_on_any_change(vault, operator, clock, tmp_path, backend):
-    if backend == "postgres":
-        pytest.skip("signature checks do not depend on the backend")
+def test_certificate_check_fails_on_any_change(embedded, operator, clock, tmp_path):
+    vault = embedded
     records = list(SyntheticLab(32).records(5))
     plan_path = plan_for(tmp_path, [write_source(tmp_path, "hl7v2", records)], clock)
     run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
@@ -137,9 +155,8 @@ def test_plan_reports_anomalies_without_values(tmp_path, clock):
         assert nir not in text and broken_nir not in text
 
 
-def test_a_source_changed_after_the_plan_is_refused(vault, operator, clock, tmp_path, backend):
-    if backend == "postgres":
-        pytest.skip("file checks do not depend on the backend")
+def test_a_source_changed_after_the_plan_is_refused(embedded, operator, clock, tmp_path):
+    vault = embedded
     from labvault.errors import ConfigurationError
 
     source = write_source(tmp_path, "hl7v2", list(SyntheticLab(34).records(3)))
@@ -149,9 +166,8 @@ def test_a_source_changed_after_the_plan_is_refused(vault, operator, clock, tmp_
         run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
 
 
-def test_several_sources_and_formats_in_one_migration(vault, operator, clock, tmp_path, backend):
-    if backend == "postgres":
-        pytest.skip("covered on SQLite")
+def test_several_sources_and_formats_in_one_migration(embedded, operator, clock, tmp_path):
+    vault = embedded
     lab = SyntheticLab(35)
     first, second = list(lab.records(8)), list(lab.records(8))
     a = write_source(tmp_path, "hl7v2", first)
@@ -163,10 +179,9 @@ def test_several_sources_and_formats_in_one_migration(vault, operator, clock, tm
     assert vault.count_patients(operator) == 16
 
 
-def test_the_same_patients_from_two_formats_merge(vault, operator, clock, tmp_path, backend):
+def test_the_same_patients_from_two_formats_merge(embedded, operator, clock, tmp_path):
+    vault = embedded
     """An HL7 export and an HPRIM export of the same patients end as one patient each."""
-    if backend == "postgres":
-        pytest.skip("covered on SQLite")
     records = list(SyntheticLab(36).records(6))
     a = write_source(tmp_path, "hl7v2", records)
     b = write_source(tmp_path, "hprim-sante", records)

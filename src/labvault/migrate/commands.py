@@ -282,9 +282,8 @@ def export_patient(
         with open_vault(data_dir) as vault:
             record = vault.get_record(_operator(purpose), pid)
         with _private_file(out) as f:
-            if fmt == "fhir":
-                f.write(json.dumps(ingest.module("fhir").bundle_for(record), indent=2,
-                                   ensure_ascii=False).encode())
+            if fmt == "fhir":  # one Bundle, values written exactly as stored
+                writer([record], f, ndjson=False, indent=2)
             else:
                 writer([record], f)
     except LabvaultError as exc:
