@@ -19,21 +19,26 @@ required field raises `labvault.errors.ConfigurationError` naming the mapping ke
     [fields]
     patient.source_id = "IPP"
     patient.last_name = "NOM"
+    patient.first_names = "PRENOM"
     patient.birth_date = { column = "DDN", format = "%d/%m/%Y" }
     patient.sex = { column = "SEXE", values = { "1" = "M", "2" = "F", "H" = "M" } }
     order.lab_finess = { const = "750000001" }
     result.code_system = { const = "LN" }
+    result.code = "CODE"
+    result.value = { column = "RESULTAT", required = true }
 
 Each key of ``[fields]`` is a dotted domain field (`FIELDS`); its value is a column name (or a
 position when ``header = false``), or a table with ``column`` or ``const`` and optionally
 ``format`` (date and datetime fields), ``values`` (source code -> domain value; a source value
 absent from the map is read as a domain value itself, so an unknown code is still rejected) and
-``required`` (the cell must not be empty). Several fields may read the same column.
+``required`` (the cell must not be empty). Several fields may read the same column (the writer
+fills it from the first). The ``[fields]`` order is the writer's column order.
 
 Groups: a group (the patient, its INS, address, insurances, the order, its prescriber, a
-result) exists in a row when one of its column cells is non-empty (constants do not make a
-group exist); it then needs its required fields (`REQUIRED`). A mapping that maps any field of
-a group must map all of that group's required fields.
+result) exists in a row when one of its column cells is non-empty, except cells often filled on
+every row (address country, INS OID and status, beneficiary rank, result code system and
+status) and constants; it then needs its required fields (`REQUIRED`; a missing result label
+reads as ""). A mapping that maps any field of a group must map all its required fields.
 """
 
 from __future__ import annotations
@@ -194,14 +199,14 @@ class CsvMapping:
             if (spec.column is None) == (spec.const is None):
                 raise _error(f"{key}: give exactly one of column or const")
             if isinstance(spec.column, int) and (self.header or spec.column < 1):
-                raise _error(f"{key}: a column position (1, 2...) needs header = false")
+                raise _error(f"{key}: column positions (1, 2...) need header = false")
             if isinstance(spec.column, str) and (not self.header or not spec.column.strip()):
                 raise _error(f"{key}: header = false needs column positions (1, 2...)")
             if spec.formats and FIELDS[spec.field] not in (DATE, DATETIME):
                 raise _error(f"{key}: format is only for date and datetime fields")
             _check_formats(spec.formats, f"{key}.format")
             enum = ENUMS.get(spec.field)
-            for source, value in spec.values:
+            for _source, value in spec.values:
                 if enum is not None and value not in enum._value2member_map_:
                     raise _error(f"{key}.values: a value is not a known code of this field")
             if spec.const is not None:
@@ -244,8 +249,7 @@ class CsvMapping:
 
     def converter(self, name: str) -> Callable[[str], Any]:
         """Source text (stripped, non-empty) -> domain value; raises InvalidRecord(name, ...)."""
-        spec = self.specs.get(name) or FieldSpec(name, const="")
-        return _converter(self, spec)
+        return _converter(self, self.specs[name])
 
     def formatter(self, name: str) -> Callable[[Any], str]:
         """Domain value (not None) -> source text, the converter in reverse."""
@@ -321,20 +325,41 @@ def _converter(mapping: CsvMapping, spec: FieldSpec) -> Callable[[str], Any]:
         sep = mapping.comment_separator
 
         def to_comments(text: str) -> tuple[Comment, ...]:
-            if sep == "\n":
-                text = text.replace("\r\n", "\n")
+            text = text.replace("\r\n", "\n")  # a line break inside a cell, Windows-style
             return tuple(Comment(part.strip()) for part in text.split(sep) if part.strip())
 
         return to_comments
     if kind in (DECIMAL, RANGE) and mapping.decimal_comma:
         pattern = _NUMBER if kind == DECIMAL else _RANGE
-        return lambda text: (lambda t: t.replace(",", ".") if pattern.fullmatch(t) else t)(mapped(text))
+
+        def to_dot(text: str) -> str:
+            text = mapped(text)
+            return text.replace(",", ".") if pattern.fullmatch(text) else text
+
+        return to_dot
     return mapped
+
+
+_FAST: dict[str, tuple[re.Pattern[str], Callable[[str], Any]]] = {
+    "%Y-%m-%d": (re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII), date.fromisoformat),
+    "%Y-%m-%dT%H:%M:%S%z": (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:?\d{2}", re.ASCII),
+                            datetime.fromisoformat),
+}
 
 
 def _date_converter(name: str, kind: str, formats: tuple[str, ...], zone: ZoneInfo,
                     bad: Callable[[str], InvalidRecord]) -> Callable[[str], Any]:
     def convert(text: str) -> date | datetime:
+        fast = _FAST.get(formats[0])
+        if fast is not None and fast[0].fullmatch(text):  # same result as strptime, faster
+            try:
+                value = fast[1](text)
+            except ValueError:
+                value = None  # strptime below says why
+            if value is not None:
+                if not _YEARS[0] <= value.year <= _YEARS[1]:
+                    raise bad("date out of range")
+                return value
         for fmt in formats:
             try:
                 value = datetime.strptime(text, fmt)
@@ -358,12 +383,12 @@ def _date_converter(name: str, kind: str, formats: tuple[str, ...], zone: ZoneIn
     return convert
 
 
-def _flatten(table: Mapping[str, Any], prefix: str, where: str) -> list[tuple[str, Any]]:
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for key, value in table.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and not (_SPEC_KEYS & value.keys()):
-            out.extend(_flatten(value, name + ".", where))
+            out.extend(_flatten(value, name + "."))
         else:
             out.append((name, value))
     return out
@@ -403,7 +428,7 @@ def parse_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> CsvMapp
     table = data.get("fields")
     if not isinstance(table, dict) or not table:
         raise _error(f"{where}: fields: a [fields] table is required")
-    specs = tuple(_spec(name, value, where) for name, value in _flatten(table, "", where))
+    specs = tuple(_spec(name, value, where) for name, value in _flatten(table))
     options: dict[str, Any] = {}
     for key in ("name", "encoding", "delimiter", "quote_char", "line_ending", "timezone",
                 "comment_separator"):
