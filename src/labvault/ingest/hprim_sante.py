@@ -35,7 +35,8 @@ Mapping (field numbers count fields after the record type, H-1 being the delimit
     P-5 ``last~first~second first`` -> names; P-6 -> ``birth_name``; P-7 YYYYMMDD; P-8 M/F/U/O
     (empty: U, with an anomaly); P-10 ``line1~line2~city~state~postcode~country``; P-12 phone.
     OBR-3 (else OBR-2) first non-empty component -> ``lab_file_number``; OBR-6 requested,
-    OBR-7 sampled (YYYYMMDD[HHMM[SS]], Europe/Paris, an optional ``+hhmm`` offset wins); OBR-16
+    OBR-7 sampled (YYYYMMDD[HHMM[SS]] in Europe/Paris time, or with a ``+hhmm`` offset; returned
+    in UTC, which keeps the repeated autumn hour unambiguous); OBR-16
     prescriber ``id~last~first`` repeated, an 11-digit id is the RPPS, a 9-digit id the ADELI;
     OBR-24 ``FINESS~name`` of the laboratory (labvault puts it there; else H-4).
     OBX-2 value type NM/ST/TX/CE/FIC; OBX-3 ``code~label~system`` (empty system: ``L``);
@@ -56,7 +57,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import PurePath
 from typing import BinaryIO
 
@@ -277,6 +278,7 @@ def _comps(raw: str, d: Delimiters, n: int) -> list[str]:
 
 
 def _ts(raw: str, name: str, date_only: bool = False) -> datetime | None:
+    """An aware UTC datetime (``date_only``: the naive local date and time as written)."""
     s = raw.strip()
     if not s:
         return None
@@ -287,13 +289,15 @@ def _ts(raw: str, name: str, date_only: bool = False) -> datetime | None:
     try:
         dt = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0),
                       int((frac or "0").ljust(6, "0")))
+        if date_only:
+            return dt
         if off:
             minutes = int(off[1:3]) * 60 + int(off[3:])
             tz = timezone(timedelta(minutes=-minutes if off[0] == "-" else minutes))
-            return dt.replace(tzinfo=tz).astimezone(PARIS)
+            return dt.replace(tzinfo=tz).astimezone(UTC)
+        return dt.replace(tzinfo=PARIS).astimezone(UTC)
     except (ValueError, OverflowError):
         raise InvalidRecord(name, "not a valid date-time") from None
-    return dt.replace(tzinfo=PARIS)
 
 
 def _date(raw: str, name: str) -> date:
