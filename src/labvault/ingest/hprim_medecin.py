@@ -33,16 +33,27 @@ line without a value (a title) is skipped with an anomaly; the second-unit field
 ignored with an anomaly. The free text before ****LAB**** duplicates the RES lines and is
 ignored; a report without ****LAB**** (a letter, a free-text-only report) is rejected.
 
-Variants accepted: CP1252, ISO-8859-1 or UTF-8 (with or without BOM; detected line by line,
-a line that is not UTF-8 is CP1252) and CRLF, LF or CR line ends; HTML entities (``&eacute;``,
-``&#233;``, ``&amp;``) anywhere, decoded with `html.unescape`; header lines padded with spaces;
+Variants accepted: CP1252, ISO-8859-1 or UTF-8 (with or without BOM: lines are read as UTF-8
+until one is not valid UTF-8, as CP1252 from then on) and CRLF, LF or CR line ends; HTML
+entities (``&eacute;``, ``&#233;``, ``&amp;``) anywhere, decoded with `html.unescape`; header
+lines padded with spaces;
 the postal code alone on line 6 and the city on an extra line 7 (13-line header); the NIR with
 spaces; a report ended by ****FINFICHIER**** alone; a missing ****FINFICHIER****; times after
 the dates ("DD/MM/YYYY HH:MM"). Recipient line: ``"<RPPS>/<ADELI> <last name>, <first name>"``
 as this writer writes it; an 11-digit code is the RPPS, a 9-digit one the ADELI, codes optional,
-no comma -> the whole name is the last name. Blank lines and end markers after ****FIN**** belong
-to the report they follow; non-blank lines that are not part of a report (junk before the first
-header, mail footers) become a unit of their own, rejected as "text outside any report".
+no comma -> the whole name is the last name.
+
+Units: a report runs from its header to ****FIN**** plus the end markers that follow it; blank
+lines after the last marker open the next report (its patient code may be empty: lines 7 and 10,
+the dates, place the header). Non-blank lines that are not part of a report (junk before the
+first header, mail footers) become a unit of their own, rejected as "text outside any report";
+a report cut by the end of the file is rejected as truncated; a file of blank lines and end
+markers only has no unit. Limits: a bare number as reference range reads back as a lower bound
+(``"5"`` -> ``">5"``); C1 control characters are not carried; 8-bit text that is also valid
+UTF-8 (``"Ã©"``) is read as UTF-8 until a line proves the file 8-bit.
+
+`write` (in `labvault.ingest.hprim_medecin_write`, re-exported here) writes one report per order,
+its patient code derived from the patient id, and a plain readable rendering as free text.
 
 Sex is not in the header: it is derived from the NIR's first digit (1, 3, 7 -> M; 2, 4, 8 -> F),
 else `Sex.UNKNOWN`. The format cannot carry (`NOT_CARRIED`): birth name, INS (OID, status),
@@ -52,6 +63,7 @@ requested_at and observed_at do not exist), the address country (always FR on re
 
 from __future__ import annotations
 
+import functools
 import html
 import itertools
 import re
@@ -97,8 +109,8 @@ MAX_JUNK_LINES = 40  # how far a header is looked for after non-report lines
 _CHUNK = 1 << 16
 FIN, FINFICHIER, LAB = "****FIN****", "****FINFICHIER****", "****LAB****"
 _BLANK, _OTHER, _END = 0, 1, 2  # line kinds; FIN and FINFICHIER are _END
+_TAGS = frozenset({"RES|", "TEX|", "res|", "tex|"})
 
-_EOL = re.compile(rb"\r\n|\r|\n")
 _C1 = re.compile(rb"[\x80-\x9f]")
 _DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2})[:hH](\d{2})(?::(\d{2}))?)?")
 _DATE_LIKE = re.compile(r"\s*\d{1,2}/\d{1,2}/\d{4}\b")
@@ -114,6 +126,8 @@ _STATUSES = {"F": ResultStatus.FINAL, "": ResultStatus.FINAL, "R": ResultStatus.
              "X": ResultStatus.CANCELLED}
 _SEX = {"1": Sex.MALE, "3": Sex.MALE, "7": Sex.MALE, "2": Sex.FEMALE, "4": Sex.FEMALE,
         "8": Sex.FEMALE}
+_HEADER_INDEX = {"patient.last_name": 1, "patient.first_names": 2, "patient.birth_date": 6,
+                 "patient.nir": 7, "order.sampled_at": 9, "order.lab_finess": 10}
 _PARSE_ERRORS = (InvalidRecord, ValueError, KeyError, IndexError, UnicodeError, OverflowError,
                  TypeError)
 
@@ -147,24 +161,21 @@ class _Source:
         self.ends: dict[bytes, int] = {}
         self.utf8 = self.eight_bit = self.c1 = self.bom = False
 
-    def _raw(self) -> Iterator[tuple[bytes, bytes]]:
+    def _raw(self) -> Iterator[bytes]:
+        """Lines with their line ends (the last one may have none)."""
         buf = b""
         while chunk := self.stream.read(_CHUNK):
-            buf += chunk
-            start = 0
-            for m in _EOL.finditer(buf):
-                if m.end() == len(buf) and m.group() == b"\r":
-                    break  # a CR at the end of the buffer may start a CRLF
-                yield buf[start:m.start()], m.group()
-                start = m.end()
-            buf = buf[start:]
-            while len(buf) > MAX_LINE_BYTES and b"\r" not in buf[-1:]:
-                yield buf[:MAX_LINE_BYTES], b""
+            parts = (buf + chunk).splitlines(keepends=True)  # bytes: splits on CR, LF, CRLF
+            buf = parts.pop()
+            if buf.endswith(b"\n"):  # complete (a CR alone may be the first half of a CRLF)
+                parts.append(buf)
+                buf = b""
+            yield from parts
+            while len(buf) > MAX_LINE_BYTES:
+                yield buf[:MAX_LINE_BYTES]
                 buf = buf[MAX_LINE_BYTES:]
-        if buf.endswith(b"\r"):
-            yield buf[:-1], b"\r"
-        elif buf:
-            yield buf, b""
+        if buf:
+            yield buf
 
     def _decode(self, raw: bytes) -> str:
         if raw.isascii():
@@ -185,15 +196,17 @@ class _Source:
             return raw.decode("latin-1")
 
     def lines(self) -> Iterator[_Line]:
-        for number, (content, end) in enumerate(self._raw(), 1):
+        ends = self.ends
+        for number, raw in enumerate(self._raw(), 1):
+            content = raw.rstrip(b"\r\n")
+            if len(content) != len(raw):
+                end = raw[len(content):]
+                ends[end] = ends.get(end, 0) + 1
             if number == 1 and content.startswith(b"\xef\xbb\xbf"):
                 self.bom = True
-                text = self._decode(content[3:])
-            else:
-                text = self._decode(content)
-            if end:
-                self.ends[end] = self.ends.get(end, 0) + 1
-            yield _Line(number, content + end, text)
+                content = content[3:]
+            text = content.decode("ascii") if content.isascii() else self._decode(content)
+            yield _Line(number, raw, text)
 
     def update_stats(self) -> None:
         st = self.stats
@@ -263,8 +276,15 @@ def _header_start(texts: list[str], b: int) -> int:
 
 
 def _looks_like_report(texts: list[str], start: int) -> bool:
-    return (any(_marker(t) == LAB for t in texts)
+    return (any("****" in t and _marker(t) == LAB for t in texts)
             or (start + 6 < len(texts) and _DATE_LOOSE.match(texts[start + 6]) is not None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_system(code: str) -> str:
+    """"LN" for a LOINC-shaped code with a valid check digit, else "LOCAL"."""
+    loinc = _LOINC.fullmatch(code) is not None and luhn.is_valid(code.replace("-", ""))
+    return "LN" if loinc else "LOCAL"
 
 
 def _reference_range(low: str, high: str) -> str | None:
@@ -324,7 +344,7 @@ def _results(lines: list[_Line], first: int, end: int, anomalies: list[Anomaly]
     for line in lines[first:end]:
         s = line.text.strip()
         tag = s[:4].upper()
-        if not s or _marker(s) == LAB:
+        if not s or ("****" in s and _marker(s) == LAB):
             continue
         where = f"line {line.number}"
         if tag == "TEX|" or s.upper() == "TEX":
@@ -351,9 +371,8 @@ def _results(lines: list[_Line], first: int, end: int, anomalies: list[Anomaly]
             raise InvalidRecord("result.abnormal_flag", "unknown abnormal flag", where)
         if status.upper() not in _STATUSES:
             raise InvalidRecord("result.status", "unknown result status", where)
-        loinc = _LOINC.fullmatch(code) is not None and luhn.is_valid(code.replace("-", ""))
         current = []
-        specs.append((dict(code_system="LN" if loinc else "LOCAL", code=code, label=label,
+        specs.append((dict(code_system=_code_system(code), code=code, label=label,
                            value=value, unit=unit or None,
                            reference_range=_reference_range(low, high),
                            abnormal_flag=_FLAGS[flag.upper()] if flag else None,
@@ -366,25 +385,32 @@ def _results(lines: list[_Line], first: int, end: int, anomalies: list[Anomaly]
 def _report(lines: list[_Line], start: int, end: int
             ) -> tuple[PatientRecord, str | None, list[Anomaly]]:
     texts = [line.text for line in lines]
-    lab = next((i for i in range(start, end) if _marker(texts[i]) == LAB), None)
+    lab = next((i for i in range(start, end) if "****" in texts[i] and _marker(texts[i]) == LAB),
+               None)
     if end - start < HEADER_LINES or (lab is not None and lab - start < HEADER_LINES):
         raise InvalidRecord("header", "fewer than twelve header lines")
     if lab is None:
         raise InvalidRecord("LAB", "no ****LAB**** section: free-text report")
     h = [_unescape(t).strip() for t in texts[start:start + HEADER_LINES + 1]]
     anomalies: list[Anomaly] = []
-    if (_POSTAL.fullmatch(h[5]) and _DATE_LIKE.match(h[6]) is None and lab - start > HEADER_LINES
-            and _DATE_LIKE.match(h[7])):  # postal code and city on lines 6 and 7
+    split = bool(_POSTAL.fullmatch(h[5]) and _DATE_LIKE.match(h[6]) is None
+                 and lab - start > HEADER_LINES and _DATE_LIKE.match(h[7]))
+    if split:  # postal code and city on lines 6 and 7
         h[5:7] = [f"{h[5]} {h[6]}"]
         anomalies.append(Anomaly("header", "postal code and city on separate lines"))
-    patient = _patient(h)
-    sampled_at = None
-    if h[9]:
-        d, mo, y, hh, mi, ss = _date(h[9], "order.sampled_at")
-        sampled_at = datetime(y, mo, d, hh, mi, ss, tzinfo=PARIS)
-    finess = h[10].split()
-    if not finess:
-        raise InvalidRecord("order.lab_finess", "missing sender code")
+    try:
+        patient = _patient(h)
+        sampled_at = None
+        if h[9]:
+            d, mo, y, hh, mi, ss = _date(h[9], "order.sampled_at")
+            sampled_at = datetime(y, mo, d, hh, mi, ss, tzinfo=PARIS)
+        finess = h[10].split()
+        if not finess:
+            raise InvalidRecord("order.lab_finess", "missing sender code")
+    except InvalidRecord as e:
+        i = _HEADER_INDEX[e.field]
+        i += split and i > 5
+        raise InvalidRecord(e.field, e.reason, f"line {lines[start + i].number}") from None
     results, comments = _results(lines, lab + 1, end, anomalies)
     order = Order(lab_finess=finess[0], sampled_at=sampled_at, prescriber=_prescriber(h[11]),
                   lab_file_number=h[8] or None, results=tuple(results), comments=tuple(comments))
@@ -436,15 +462,18 @@ def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterato
     size = 0
     pending: tuple[list[_Line], int] | None = None  # a finished report taking its separators
     for line in src.lines():
-        kind = _kind(line.text)
-        if kind == _OTHER:
-            tag = line.text[:4].upper()
-            if tag in ("RES|", "TEX|"):
-                counts[tag[:3]] += 1
-            elif (marker := _marker(line.text)) is not None:
+        text = line.text
+        if not text or text.isspace():
+            kind = _BLANK
+        elif "****" in text:
+            marker = _marker(text)
+            if marker is not None:
                 counts[marker.strip("*")] += 1
-        elif kind == _END:
-            counts[line.text.strip().upper().strip("*")] += 1
+            kind = _END if marker in (FIN, FINFICHIER) else _OTHER
+        else:
+            kind = _OTHER
+            if text[:4] in _TAGS:
+                counts[text[:3].upper()] += 1
         if pending is not None:
             if kind != _OTHER:
                 pending[0].append(line)

@@ -1,7 +1,10 @@
 """Writer of HPRIM Médecin / HPRIM Net reports (see `labvault.ingest.hprim_medecin`).
 
-One report per `Order`: the 12-line header, a plain readable rendering of the results, then
-the ****LAB**** section (RES and TEX lines) and ****FIN****; ****FINFICHIER**** ends the file.
+One report per `Order` (a patient without orders writes nothing): the 12-line header (line 1,
+the patient code, is the last ten digits of the patient id as an integer), a plain readable
+rendering of the results, then the ****LAB**** section (RES and TEX lines) and ****FIN****;
+****FINFICHIER**** ends the file. The abnormal flag A (abnormal qualitative result) and the
+status X (cancelled) are written although HPRIM Médecin does not define them.
 Text that the reader would misread is written as HTML entities, which the reader decodes:
 ``|`` as ``&#124;``, line breaks as ``&#10;``/``&#13;``, ``&`` as ``&amp;`` when it would
 otherwise start an entity, characters the encoding lacks as ``&#NNN;``, and the first ``*``
