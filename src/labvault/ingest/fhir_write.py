@@ -80,10 +80,12 @@ def _when(value: datetime | None) -> str | None:
 class _Builder:
     """Builds one patient's resources. ``ref`` makes references: urn:uuid (Bundle) or Type/id."""
 
-    def __init__(self, numbers: list[str], token: str, bundle_refs: bool) -> None:
+    def __init__(self, numbers: list[str], token: str, bundle_refs: bool,
+                 shared: set[str] | None = None) -> None:
         self.numbers = numbers  # numerals; token + index stands for numbers[index]
         self.token = token
         self.bundle_refs = bundle_refs
+        self.shared = shared  # ids of practitioners and labs already written (one Bundle)
 
     def ref(self, rtype: str, rid: str) -> dict[str, str]:
         return {"reference": f"urn:uuid:{rid}" if self.bundle_refs else f"{rtype}/{rid}"}
@@ -280,7 +282,7 @@ class _Builder:
         p = record.patient
         subject = self.ref("Patient", str(p.id))
         out = [self.patient(p), *self.coverages(p)]
-        seen: set[str] = set()
+        seen: set[str] = self.shared if self.shared is not None else set()
         for o in record.orders:
             out.extend(self.order(o, subject, seen))
         return out
@@ -300,8 +302,8 @@ class _Numbers:
         quoted = json.dumps(self.token)[:-1]  # the control character is escaped by json.dumps
         self._pattern = re.compile(re.escape(quoted) + r'([0-9]+)"')
 
-    def builder(self, bundle_refs: bool) -> _Builder:
-        return _Builder(self.values, self.token, bundle_refs)
+    def builder(self, bundle_refs: bool, shared: set[str] | None = None) -> _Builder:
+        return _Builder(self.values, self.token, bundle_refs, shared)
 
     def dumps(self, obj: Any, indent: int | None = None) -> str:
         text = json.dumps(obj, ensure_ascii=False, separators=None if indent else (",", ":"),
@@ -341,7 +343,7 @@ def write(records: Iterable[PatientRecord], out: BinaryIO, *, ndjson: bool = Tru
         out.write(b"\xef\xbb\xbf")
     numbers = _Numbers()
     if not ndjson:
-        builder = numbers.builder(bundle_refs=True)
+        builder = numbers.builder(bundle_refs=True, shared=set())
         resources = [r for rec in records for r in builder.resources(rec)]
         out.write(numbers.dumps(_bundle(resources), indent).encode("utf-8").replace(b"\n", nl) + nl)
         return
