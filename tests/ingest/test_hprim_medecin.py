@@ -79,7 +79,7 @@ def test_round_trip(options: dict, encoding: str, ending: str) -> None:
         assert o.sampled_at is not None and e.orders[0].sampled_at is not None
         assert o.sampled_at.date() == e.orders[0].sampled_at.astimezone(hm.PARIS).date()
         assert o.sampled_at.tzinfo is not None and (o.sampled_at.hour, o.sampled_at.minute) == (0, 0)
-        assert u.source_patient_id is not None and len(u.source_patient_id) == 10
+        assert u.source_patient_id is not None and len(u.source_patient_id) == 15
         assert u.position.file == "lab.hpr"
     assert stats.encoding == encoding and stats.line_ending == ending
     assert stats.segments["report"] == len(want)

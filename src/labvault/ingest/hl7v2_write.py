@@ -119,7 +119,7 @@ def _pid(p: Patient, v25: bool) -> str:
                    f"&ISO^INS")
     if p.nir:
         ids.append(f"{esc(p.nir)}^^^^NH")
-    ids.append(f"{p.id.int % 10**10:010d}^^^{LOCAL_AUTHORITY}^PI")
+    ids.append(f"{p.id.int % 10**15:015d}^^^{LOCAL_AUTHORITY}^PI")
     f[3] = "~".join(ids)
     given = _given(p.first_names)
     names = [f"{esc(p.last_name)}^{given}{'^' * (6 - given.count('^') - 1)}D"]

@@ -124,7 +124,7 @@ def write(records: Iterable[PatientRecord], out: BinaryIO, *, encoding: str = "c
         raise ValueError("line_ending must be CRLF, LF or CR")
     eol = line_ending.decode("ascii")
     for record in records:
-        code = _esc(str(record.patient.id.int % 10**10).zfill(10))
+        code = _esc(str(record.patient.id.int % 10**15).zfill(15))
         for order in record.orders:
             lines = _header(record.patient, order, code, nir_with_space, html_entities)
             lines += _readable(order, html_entities)
