@@ -1,7 +1,7 @@
 """Writer of HPRIM Médecin / HPRIM Net reports (see `labvault.ingest.hprim_medecin`).
 
 One report per `Order` (a patient without orders writes nothing): the 12-line header (line 1,
-the patient code, is the last ten digits of the patient id as an integer), a plain readable
+the patient code, is the last fifteen digits of the patient id as an integer), a plain readable
 rendering of the results, then the ****LAB**** section (RES and TEX lines) and ****FIN****;
 ****FINFICHIER**** ends the file. The abnormal flag A (abnormal qualitative result) and the
 status X (cancelled) are written although HPRIM Médecin does not define them.
