@@ -1,7 +1,8 @@
 """FHIR R4 writer: domain records to Bundles (export, test fixtures, benchmarks).
 
-The mapping is described in :mod:`labvault.ingest.fhir` (the reader), which re-exports
-``bundle_for`` and ``write``. This module also holds the code systems and URLs both sides use.
+The mapping is described in :mod:`labvault.ingest.fhir_map` (the reader's side);
+:mod:`labvault.ingest.fhir` re-exports ``bundle_for`` and ``write``. This module also holds the
+code systems and URLs both sides use.
 
 Decimal values keep their exact text ("0.70" stays ``0.70`` in the JSON, as FHIR requires for
 decimals): ``json.dumps`` cannot print a number from a string, so each numeric value is written
