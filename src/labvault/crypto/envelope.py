@@ -34,9 +34,11 @@ class Sealed:
     __slots__ = ("blob",)
 
     def __init__(self, blob: bytes) -> None:
-        if not isinstance(blob, bytes | bytearray | memoryview):
-            raise TypeError("Sealed wraps ciphertext bytes")
-        self.blob = bytes(blob)
+        if type(blob) is not bytes:
+            if not isinstance(blob, bytes | bytearray | memoryview):
+                raise TypeError("Sealed wraps ciphertext bytes")
+            blob = bytes(blob)
+        self.blob = blob
 
     def __repr__(self) -> str:
         return f"Sealed(<{len(self.blob)} bytes>)"

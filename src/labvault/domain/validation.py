@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from labvault.domain import identifiers
 from labvault.domain.records import PatientRecord
+
+# Laboratory and prescriber identifiers repeat across thousands of records: each distinct value
+# found valid is remembered (they identify institutions and professionals, not patients).
+_VALID: set[tuple[str, str]] = set()
+_REMEMBERED = 10_000
+
+
+def _check(validator: Callable[..., object], value: str, field: str, position: str) -> None:
+    key = (field, value)
+    if key in _VALID:
+        return
+    validator(value, field=field, position=position)
+    if len(_VALID) < _REMEMBERED:
+        _VALID.add(key)
 
 
 def validate_record(record: PatientRecord) -> None:
@@ -14,15 +30,13 @@ def validate_record(record: PatientRecord) -> None:
     if p.ins is not None:
         identifiers.validate_ins(p.ins.matricule, p.ins.oid, p.ins.status, field="patient.ins")
     for i, order in enumerate(record.orders):
-        identifiers.validate_finess(order.lab_finess, field="order.lab_finess",
-                                    position=f"order {i + 1}")
+        where = f"order {i + 1}"
+        _check(identifiers.validate_finess, order.lab_finess, "order.lab_finess", where)
         pr = order.prescriber
         if pr is not None and pr.rpps is not None:
-            identifiers.validate_rpps(pr.rpps, field="order.prescriber.rpps",
-                                      position=f"order {i + 1}")
+            _check(identifiers.validate_rpps, pr.rpps, "order.prescriber.rpps", where)
         if pr is not None and pr.adeli is not None:
-            identifiers.validate_adeli(pr.adeli, field="order.prescriber.adeli",
-                                       position=f"order {i + 1}")
+            _check(identifiers.validate_adeli, pr.adeli, "order.prescriber.adeli", where)
 
 
 __all__ = ["validate_record"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import unicodedata
 import uuid
@@ -35,8 +36,7 @@ def _value(v: Any) -> Any:
     if isinstance(v, str):
         return unicodedata.normalize("NFC", v)
     if dataclasses.is_dataclass(v):
-        return {f.name: _value(getattr(v, f.name)) for f in dataclasses.fields(v)
-                if f.name != "id"}
+        return {name: _value(getattr(v, name)) for name in _names(type(v))}
     if isinstance(v, (int, float, bool)):
         return v
     if isinstance(v, uuid.UUID):
@@ -44,13 +44,18 @@ def _value(v: Any) -> Any:
     raise TypeError(f"unexpected {type(v).__name__}")
 
 
+@functools.cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "id")
+
+
 def _fields(obj: Any, prefix: str, omit: Collection[str],
             skip: tuple[str, ...] = ()) -> dict[str, Any]:
     out = {}
-    for f in dataclasses.fields(obj):
-        if f.name == "id" or f.name in skip or f"{prefix}.{f.name}" in omit:
+    for name in _names(type(obj)):
+        if name in skip or (omit and f"{prefix}.{name}" in omit):
             continue
-        out[f.name] = _value(getattr(obj, f.name))
+        out[name] = _value(getattr(obj, name))
     return out
 
 
