@@ -90,3 +90,5 @@ RESULT: dict[str, Codec] = {
     "status": (enc_text, _dec_enum(ResultStatus)), "observed_at": DATETIME,
 }
 COMMENT: dict[str, Codec] = {"text": TEXT}
+ATTACHMENT: dict[str, Codec] = {"name": TEXT, "media_type": TEXT,
+                                "content": (bytes, bytes)}

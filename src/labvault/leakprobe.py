@@ -53,6 +53,11 @@ def record_needles(record: PatientRecord) -> Iterator[Needle]:
             yield from text_needles("result_value", r.value)
             for c in r.comments:
                 yield from text_needles("comment", c.text)
+            for a in r.attachments:
+                if a.media_type.startswith("text/"):
+                    head = a.content[:200].decode("utf-8", "replace").splitlines()
+                    if head and head[0].strip():
+                        yield from text_needles("attachment", head[0].strip()[:80])
 
 
 def storage_locations(settings: Settings) -> list[Path]:

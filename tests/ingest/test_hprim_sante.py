@@ -326,7 +326,7 @@ def test_value_types_ce_fic_tx_and_repeated_codes() -> None:
     values = [r.value for r in u.record.orders[0].results]
     assert values == ["Groupe A positif", "FIC:CR2024-001.pdf", "ligne 1\nligne 2", "<0.5", "abc"]
     assert [(a.field, a.reason, a.position) for a in u.anomalies] == [
-        ("result.value", "attached report file not imported", "line 5"),
+        ("result.value", "points to an attached report file", "line 5"),
         ("result.value", "value of type NM is not a number", "line 8"),
         ("result.code", "result code repeated in one request", "line 8")]
 

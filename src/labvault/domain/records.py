@@ -158,6 +158,16 @@ class Comment(Masked):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class Attachment(Masked):
+    """A report file attached to a result (HPRIM Santé ``FIC``): a PDF or a text, sealed too."""
+
+    name: str
+    media_type: str
+    content: bytes
+    id: uuid.UUID = field(default_factory=new_id)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Result(Masked):
     code_system: str  # "LN" for LOINC, or a local system name
     code: str
@@ -169,6 +179,7 @@ class Result(Masked):
     status: ResultStatus = ResultStatus.FINAL
     observed_at: datetime | None = None
     comments: tuple[Comment, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
     id: uuid.UUID = field(default_factory=new_id)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 import json
 import unicodedata
 import uuid
@@ -64,9 +65,13 @@ def patient_content(p: Patient, omit: Collection[str] = ()) -> dict[str, Any]:
 
 
 def result_content(r: Result, omit: Collection[str] = ()) -> dict[str, Any]:
-    out = _fields(r, "result", omit, skip=("comments",))
+    out = _fields(r, "result", omit, skip=("comments", "attachments"))
     if "comment" not in omit and "result.comments" not in omit:
         out["comments"] = [_value(c.text) for c in r.comments]
+    if r.attachments and "result.attachments" not in omit:
+        out["attachments"] = [{"name": a.name, "media_type": a.media_type,
+                               "sha256": hashlib.sha256(a.content).hexdigest()}
+                              for a in r.attachments]
     return out
 
 

@@ -40,8 +40,9 @@ Mapping (field numbers count fields after the record type, H-1 being the delimit
     prescriber ``id~last~first`` repeated, an 11-digit id is the RPPS, a 9-digit id the ADELI;
     OBR-24 ``FINESS~name`` of the laboratory (labvault puts it there; else H-4).
     OBX-2 value type NM/ST/TX/CE/FIC; OBX-3 ``code~label~system`` (empty system: ``L``);
-    OBX-5 value (TX: repetitions are lines; CE: the text, else the code; FIC: ``"FIC:<file>"``,
-    the attached report file is not imported and an anomaly says so); OBX-6 unit; OBX-7
+    OBX-5 value (TX: repetitions are lines; CE: the text, else the code; FIC: ``"FIC:<file>"``
+    with an anomaly; the reader sees one stream, so `labvault.migrate.attachments` finds the
+    file beside the export and attaches its content); OBX-6 unit; OBX-7
     reference range (free text); OBX-8 flag N/L/H/LL/HH/A; OBX-11 status F/U/empty -> final,
     P/R/S/I -> preliminary, C corrected, X cancelled; OBX-14 observed at.
     C-3 text: after OBR an order comment, after OBX a result comment, after another C the same
@@ -566,7 +567,7 @@ def _result(get: _Get, d: Delimiters, anomalies: list[Anomaly], where: str) -> d
         value = u(raw)
     if kind == "FIC":
         value = "FIC:" + value
-        anomalies.append(Anomaly("result.value", "attached report file not imported", where))
+        anomalies.append(Anomaly("result.value", "points to an attached report file", where))
     elif kind == "NM" and value.strip() and not _NUMBER.fullmatch(value.strip()):
         anomalies.append(Anomaly("result.value", "value of type NM is not a number", where))
     flag_code = get(8).strip().upper()

@@ -63,7 +63,9 @@ def build(vault: Vault, principal: Principal, plan_path: Path, now: datetime) ->
         "planned_at": plan.created_at.isoformat(),
         "planned_by": plan.created_by,
         "sources": [{"name": s.name, "size": s.size, "sha256": s.sha256, "format": s.format,
-                     "units": s.units} for s in plan.sources],
+                     "units": s.units,
+                     "attachments": [{k: a[k] for k in ("name", "size", "sha256")}
+                                     for a in s.attachments]} for s in plan.sources],
         "runs": [{"at": _iso(r["at"]), "by": r["actor"]} for r in reports if r["kind"] == "run"],
         "counts": {
             "read": read,

@@ -22,6 +22,7 @@ from labvault import ingest
 from labvault.domain.validation import validate_record
 from labvault.errors import ConfigurationError, InvalidRecord
 from labvault.ingest.base import ReadStats, Rejected, Unit
+from labvault.migrate import attachments
 
 PLAN_VERSION = 1
 EXAMPLES = 20
@@ -64,6 +65,13 @@ class SourcePlan:
     last_date: str | None = None
     anomalies: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # report files named by FIC results, found beside the source: name, path, size, sha256,
+    # and the staging index they will be sealed under
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def attachment_index(self) -> dict[str, int]:
+        return {a["name"]: a["index"] for a in self.attachments}
 
 
 @dataclass
@@ -124,9 +132,11 @@ def _bump(src: SourcePlan, key: str, position: str, field_: str, reason: str) ->
         src.examples.append({"position": position, "field": field_, "reason": reason})
 
 
-def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> None:
-    """Fold a file's units into its plan entry: counts, dates, anomalies."""
+def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> set[str]:
+    """Fold a file's units into its plan entry: counts, dates, anomalies. Returns the names of
+    the attached report files its results point to."""
     patients: set[str] = set()
+    files: set[str] = set()
     first = last = None
     for u in units:
         src.units += 1
@@ -151,6 +161,7 @@ def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> None:
             f"{u.source_patient_id or ''}|{p.nir or ''}|{p.last_name}|{p.birth_date}".encode()
         ).hexdigest()[:16])
         src.orders += len(rec.orders)
+        files.update(attachments.referenced(rec))
         for o in rec.orders:
             src.comments += len(o.comments)
             when = o.sampled_at or o.requested_at
@@ -166,7 +177,21 @@ def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> None:
     src.patients = len(patients)
     src.first_date = first.date().isoformat() if first else None
     src.last_date = last.date().isoformat() if last else None
+    return files
 
+
+def _locate_attachments(src: SourcePlan, names: set[str], path: Path, next_index: int) -> int:
+    for name in sorted(names):
+        found = attachments.locate(path, name)
+        if found is None or found.stat().st_size > attachments.MAX_BYTES:
+            key = "attached report file not found beside the source, or too large"
+            _bump(src, key, src.name, "result.value (FIC)", key)
+            continue
+        digest, size = file_sha256(found)
+        src.attachments.append({"index": next_index, "name": name, "path": str(found.resolve()),
+                                "size": size, "sha256": digest.hex()})
+        next_index += 1
+    return next_index
 
 def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
               fmt: str | None = None, mapping: Path | None = None,
@@ -174,6 +199,7 @@ def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
               progress: Callable[[int], None] | None = None) -> Plan:
     plan = Plan(uuid.uuid4(), now, created_by, [], staging_days)
     seen: set[bytes] = set()
+    next_attachment = attachments.FIRST_INDEX
     for index, path in enumerate(sources):
         if not path.is_file():
             raise ConfigurationError(f"source {index + 1} is not a readable file")
@@ -189,7 +215,8 @@ def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
         digest, src.size = file_sha256(path)
         src.sha256 = digest.hex()
         with path.open("rb") as f:
-            inventory(src, reader(f, path.name, stats), seen)
+            names = inventory(src, reader(f, path.name, stats), seen)
+        next_attachment = _locate_attachments(src, names, path, next_attachment)
         src.encoding, src.line_ending, src.version = stats.encoding, stats.line_ending, stats.version
         src.segments, src.notes = dict(stats.segments), list(stats.notes)
         plan.sources.append(src)

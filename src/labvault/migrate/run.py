@@ -17,8 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from labvault import ingest
+from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
 from labvault.errors import ConfigurationError
+from labvault.migrate import attachments
 from labvault.migrate.plan import Plan, load_plan
 from labvault.vault import Vault
 
@@ -57,6 +59,8 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
     for src in plan.sources:
         desk.stage(principal, mid, src.index, Path(src.path), bytes.fromhex(src.sha256),
                    progress=(lambda n: progress("staged", n)) if progress else None)
+        for a in src.attachments:
+            desk.stage(principal, mid, a["index"], Path(a["path"]), bytes.fromhex(a["sha256"]))
     done = desk.progress(principal, mid)
     counts: Counter[str] = Counter()
     for src in plan.sources:
@@ -66,10 +70,11 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
             continue
         with desk.open_staged(principal, mid, src.index) as stream:
             batch: list[ingest.Unit] = []
+            read = staged_reader(vault, principal, plan, Permission.MIGRATION_RUN)
             for unit in reader(stream, src.name):
                 if unit.seq <= skip:
                     continue
-                batch.append(unit)
+                batch.append(attachments.attach(unit, src.attachment_index, read))
                 if len(batch) >= batch_size:
                     _flush(vault, principal, plan, src.index, batch, counts, progress)
             if batch:
@@ -83,6 +88,16 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
     return counts
 
 
+def staged_reader(vault: Vault, principal: Principal, plan: Plan,
+                  permission: Permission) -> Callable[[int], bytes]:
+    """Reads an attached report file back from its sealed staged copy."""
+    def read(index: int) -> bytes:
+        with vault.imports.open_staged(principal, plan.migration_id, index, permission) as f:
+            return f.read(attachments.MAX_BYTES + 1)[:attachments.MAX_BYTES]
+
+    return read
+
+
 def _flush(vault: Vault, principal: Principal, plan: Plan, index: int, batch: list[ingest.Unit],
            counts: Counter[str], progress: Progress | None) -> None:
     got = vault.imports.import_units(principal, plan.migration_id, index, batch)
@@ -93,4 +108,4 @@ def _flush(vault: Vault, principal: Principal, plan: Plan, index: int, batch: li
     batch.clear()
 
 
-__all__ = ["run"]
+__all__ = ["run", "staged_reader"]

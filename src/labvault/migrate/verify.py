@@ -20,7 +20,9 @@ from labvault import ingest
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
 from labvault.errors import ConfigurationError
+from labvault.migrate import attachments
 from labvault.migrate.plan import load_plan
+from labvault.migrate.run import staged_reader
 from labvault.vault import Vault
 from labvault.vault.imports import UnitCheck
 
@@ -73,9 +75,10 @@ def verify(vault: Vault, principal: Principal, plan_path: Path, *,
     for src in plan.sources:
         reader = ingest.reader_for(src.format, Path(src.mapping) if src.mapping else None)
         batch: list[ingest.Unit] = []
+        read = staged_reader(vault, principal, plan, Permission.MIGRATION_VERIFY)
         with desk.open_staged(principal, mid, src.index, Permission.MIGRATION_VERIFY) as stream:
             for unit in reader(stream, src.name):
-                batch.append(unit)
+                batch.append(attachments.attach(unit, src.attachment_index, read))
                 last_seq[src.index] = unit.seq
                 if len(batch) >= BATCH:
                     _check(vault, principal, mid, src.index, batch, report, progress)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, Table, delete, func, insert, select, update
 
 from labvault.store.engine import guarded
-from labvault.store.tables import SealedBytes, comment, lab_order, patient, result
+from labvault.store.tables import SealedBytes, attachment, comment, lab_order, patient, result
 
 
 @dataclass
@@ -26,6 +26,7 @@ class RowBatch:
     orders: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     comments: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -37,6 +38,7 @@ class PatientRows:
     orders: Sequence[Row]
     results: Sequence[Row]
     comments: Sequence[Row]
+    attachments: Sequence[Row] = ()
 
 
 class RecordStore:
@@ -48,7 +50,8 @@ class RecordStore:
         """Write the batch, and the rows of `also` after it, in one transaction."""
         with guarded("storing records"), self.engine.begin() as conn:
             for table, rows in ((patient, batch.patients), (lab_order, batch.orders),
-                                (result, batch.results), (comment, batch.comments), *also):
+                                (result, batch.results), (comment, batch.comments),
+                                (attachment, batch.attachments), *also):
                 if rows:
                     conn.execute(insert(table), rows)
 
@@ -63,19 +66,24 @@ class RecordStore:
                     out.setdefault(bytes(r[0]), []).append(r.id)
         return out
 
-    def load_orders(self, order_ids: Sequence[uuid.UUID]) -> tuple[list[Row], list[Row], list[Row]]:
-        """Rows of the given orders with their results and comments, in stored order."""
+    def load_orders(self, order_ids: Sequence[uuid.UUID]) -> PatientRows:
+        """Rows of the given orders with their results, comments and attachments, in stored
+        order (``patient`` is None: the rows may belong to several patients)."""
         orders: list[Row] = []
         results: list[Row] = []
         comments: list[Row] = []
+        files: list[Row] = []
         with self.engine.connect() as conn:
             for start in range(0, len(order_ids), 500):
                 ids = order_ids[start:start + 500]
                 orders += conn.execute(select(lab_order).where(lab_order.c.id.in_(ids))).all()
                 results += conn.execute(select(result).where(result.c.order_id.in_(ids))).all()
                 comments += conn.execute(select(comment).where(comment.c.order_id.in_(ids))).all()
+                files += conn.execute(select(attachment)
+                                      .where(attachment.c.order_id.in_(ids))).all()
         key = lambda r: r.position  # noqa: E731
-        return sorted(orders, key=key), sorted(results, key=key), sorted(comments, key=key)
+        return PatientRows(None, sorted(orders, key=key), sorted(results, key=key),  # type: ignore[arg-type]
+                           sorted(comments, key=key), sorted(files, key=key))
 
     def next_positions(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
         """Per patient, the next order position and the last result and comment positions.
@@ -112,7 +120,9 @@ class RecordStore:
                                    .order_by(result.c.position)).all()
             comments = conn.execute(select(comment).where(comment.c.patient_id == patient_id)
                                     .order_by(comment.c.position)).all()
-        return PatientRows(p, orders, results, comments)
+            files = conn.execute(select(attachment).where(attachment.c.patient_id == patient_id)
+                                 .order_by(attachment.c.position)).all()
+        return PatientRows(p, orders, results, comments, files)
 
     def iter_ids(self, batch: int = 1000) -> Iterator[list[uuid.UUID]]:
         """Ids of live (not erased) patients, in batches, in id order."""
@@ -137,7 +147,7 @@ class RecordStore:
         """Drop the patient's ciphertext and keep a tombstone row (id and erasure time)."""
         sealed_null = {c.name: None for c in patient.c if isinstance(c.type, SealedBytes)}
         with self.engine.begin() as conn:
-            for table in (comment, result, lab_order):
+            for table in (attachment, comment, result, lab_order):
                 conn.execute(delete(table).where(table.c.patient_id == patient_id))
             conn.execute(update(patient).where(patient.c.id == patient_id).values(
                 erased_at=at, nir_bidx=None, name_birth_bidx=None, **sealed_null))

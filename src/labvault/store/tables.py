@@ -6,7 +6,7 @@ Clear columns (not personal) are, exactly:
 - ``patient``: ``erased_at``, ``nir_bidx`` and ``name_birth_bidx`` (keyed HMACs, not values);
 - ``lab_order``: ``patient_id``, ``position``; ``result``: ``patient_id``, ``order_id``,
   ``position`` (the record's order as received);
-  ``comment``: ``patient_id``, ``order_id``, ``result_id``, ``position``;
+  ``comment`` and ``attachment``: ``patient_id``, ``order_id``, ``result_id``, ``position``;
 - ``audit_event``: the event's time, actor id, role, source address, purpose, action tag,
   outcome and internal patient ids — never a personal value;
 - migrations: ``migration`` (plan digest, who and when, status, staging deadline, erasure);
@@ -100,6 +100,7 @@ RESULT_SEALED = (
     "status", "observed_at",
 )
 COMMENT_SEALED = ("text",)
+ATTACHMENT_SEALED = ("name", "media_type", "content")
 
 patient = Table(
     "patient", metadata,
@@ -143,6 +144,18 @@ comment = Table(
     Column("position", Integer, nullable=False),
     _ts("created_at"),
     *_sealed(*COMMENT_SEALED),
+)
+
+attachment = Table(
+    "attachment", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("patient_id", Uuid, ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("order_id", Uuid, ForeignKey("lab_order.id", ondelete="CASCADE"), nullable=False),
+    Column("result_id", Uuid, ForeignKey("result.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    _ts("created_at"),
+    *_sealed(*ATTACHMENT_SEALED),
 )
 
 audit_event = Table(

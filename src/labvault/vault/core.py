@@ -41,7 +41,7 @@ from labvault.crypto.envelope import (
 from labvault.crypto.keys import KeyProvider, LocalKeyFile
 from labvault.crypto.signing import Signer
 from labvault.domain.normalize import name_birth_key, normalize_nir
-from labvault.domain.records import Comment, Order, Patient, PatientRecord, Result
+from labvault.domain.records import Attachment, Comment, Order, Patient, PatientRecord, Result
 from labvault.domain.validation import validate_record
 from labvault.errors import AccessDenied, KeyUnavailable, NotFound
 from labvault.secret import Secret
@@ -232,6 +232,13 @@ class Vault:
                     position += 1
                     batch.comments.append(self._comment_row(cipher, c, pid, order.id, res.id,
                                                             position, now))
+                for n, a in enumerate(res.attachments):
+                    arow = _seal(cipher, "attachment",
+                                 _attachment_ref(a.id, pid, order.id, res.id, n), a,
+                                 codec.ATTACHMENT)
+                    arow.update(id=a.id, patient_id=pid, order_id=order.id, result_id=res.id,
+                                position=n, created_at=now)
+                    batch.attachments.append(arow)
             order_position += 1
         positions[:] = [order_position, result_position, position]
 
@@ -310,23 +317,24 @@ class Vault:
         cipher = self._cipher_for(patient_id, self._keystore.get(patient_id))
         p = Patient(id=patient_id, **_open(cipher, "patient", patient_id, rows.patient,
                                           codec.PATIENT))
-        orders = _open_orders(cipher, rows.orders, rows.results, rows.comments)
+        orders = _open_orders(cipher, rows.orders, rows.results, rows.comments, rows.attachments)
         return PatientRecord(p, tuple(o for _, o in orders))
 
     def _open_orders_of(self, patient_ids: list[uuid.UUID],
                         order_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, Order]]:
         """Given orders (of the given patients), opened, with their positions."""
-        orows, rrows, crows = self._records.load_orders(order_ids)
-        by_patient: dict[uuid.UUID, tuple[list[Any], list[Any], list[Any]]] = {
-            pid: ([], [], []) for pid in patient_ids}
-        for i, rows in enumerate((orows, rrows, crows)):
-            for row in rows:
-                by_patient.setdefault(row.patient_id, ([], [], []))[i].append(row)
+        rows = self._records.load_orders(order_ids)
+        by_patient: dict[uuid.UUID, tuple[list[Any], ...]] = {
+            pid: ([], [], [], []) for pid in patient_ids}
+        for i, table_rows in enumerate((rows.orders, rows.results, rows.comments,
+                                        rows.attachments)):
+            for row in table_rows:
+                by_patient.setdefault(row.patient_id, ([], [], [], []))[i].append(row)
         keys = self._keystore.get_many(list(by_patient))
         out: dict[uuid.UUID, tuple[int, Order]] = {}
-        for pid, (mine, results, comments) in by_patient.items():
+        for pid, mine in by_patient.items():
             cipher = self._cipher_for(pid, keys.get(pid))
-            for position, order in _open_orders(cipher, mine, results, comments):
+            for position, order in _open_orders(cipher, *mine):
                 out[order.id] = (position, order)
         return out
 
@@ -415,8 +423,14 @@ def _comment_ref(comment_id: uuid.UUID, patient_id: uuid.UUID, order_id: uuid.UU
 
 
 def _open_orders(cipher: FieldCipher, order_rows: Iterable[Any], result_rows: Iterable[Any],
-                 comment_rows: Iterable[Any]) -> list[tuple[int, Order]]:
-    """Orders (with results and comments) opened from their rows, with their positions."""
+                 comment_rows: Iterable[Any],
+                 attachment_rows: Iterable[Any] = ()) -> list[tuple[int, Order]]:
+    """Orders (with results, comments, attachments) opened from their rows, with positions."""
+    files: dict[uuid.UUID, list[Attachment]] = {}
+    for a in attachment_rows:
+        ref = _attachment_ref(a.id, a.patient_id, a.order_id, a.result_id, a.position)
+        files.setdefault(a.result_id, []).append(
+            Attachment(id=a.id, **_open(cipher, "attachment", ref, a, codec.ATTACHMENT)))
     comments: dict[tuple[uuid.UUID, uuid.UUID | None], list[Comment]] = {}
     for c in comment_rows:
         ref = _comment_ref(c.id, c.patient_id, c.order_id, c.result_id, c.position)
@@ -427,12 +441,18 @@ def _open_orders(cipher: FieldCipher, order_rows: Iterable[Any], result_rows: It
         fields = _open(cipher, "result", _result_ref(r.id, r.patient_id, r.order_id, r.position),
                        r, codec.RESULT)
         results.setdefault(r.order_id, []).append(Result(
-            id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())), **fields))
+            id=r.id, comments=tuple(comments.get((r.order_id, r.id), ())),
+            attachments=tuple(files.get(r.id, ())), **fields))
     return [(o.position, Order(id=o.id, results=tuple(results.get(o.id, ())),
                                comments=tuple(comments.get((o.id, None), ())),
                                **_open(cipher, "lab_order", _order_ref(o.id, o.patient_id,
                                                                        o.position), o, codec.ORDER)))
             for o in order_rows]
+
+
+def _attachment_ref(attachment_id: uuid.UUID, patient_id: uuid.UUID, order_id: uuid.UUID,
+                    result_id: uuid.UUID, position: int) -> str:
+    return f"{attachment_id.hex}/p={patient_id.hex}/o={order_id.hex}/r={result_id.hex}/n={position}"
 
 
 def _seal(cipher: FieldCipher, table: str, record_id: RecordRef, obj: Any,
