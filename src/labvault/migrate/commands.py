@@ -225,8 +225,8 @@ def status_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     except LabvaultError as exc:
         raise fail(exc) from None
     t = Table(title="migrations")
-    for col in ("migration", "status", "created", "by", "staged files", "bytes",
-                "erase deadline", "erased"):
+    t.add_column("migration", no_wrap=True)
+    for col in ("status", "created", "by", "staged files", "bytes", "erase deadline", "erased"):
         t.add_column(col)
     for i in infos:
         t.add_row(str(i.id), i.status, f"{i.created_at:%Y-%m-%d %H:%M}", i.created_by,

@@ -493,7 +493,7 @@ class ImportDesk:
 
     def reports(self, principal: Principal, migration_id: uuid.UUID) -> list[dict[str, Any]]:
         self._v._authorize(principal, P.MIGRATION_READ)
-        return [{"kind": r.kind, "at": r.at, "actor": r.actor, "body": json.loads(r.body)}
+        return [{"kind": r.kind, "at": _aware(r.at), "actor": r.actor, "body": json.loads(r.body)}
                 for r in self._store.reports(migration_id)]
 
     def info(self, principal: Principal, migration_id: uuid.UUID) -> MigrationInfo:
