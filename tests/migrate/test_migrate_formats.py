@@ -11,6 +11,7 @@ import base64
 import copy
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,8 @@ def _round_trip(fmt, vault, operator, settings, clock, tmp_path):
     doc = certificate.build(vault, operator, plan_path, clock.now())
     body = certificate.check(doc, vault.signing_public_key())
     assert body["counts"]["adds_up"] and body["reconciliation"]["complete"]
+    for at in (body["reconciliation"]["at"], *(r["at"] for r in body["runs"])):
+        assert datetime.fromisoformat(at).tzinfo is not None
     assert body["sources"][0]["sha256"] == plan["sources"][0]["sha256"]
 
     gone = vault.imports.erase(operator, uuid.UUID(plan["migration_id"]))
