@@ -1,4 +1,4 @@
-"""Writer of HL7 v2 ORU^R01 messages (see `labvault.ingest.hl7v2` for the field mapping).
+"""Writer of HL7 v2 ORU^R01 messages (see `labvault.ingest.hl7v2_fields` for the field mapping).
 
 One message per `Order` (a patient without orders gets one message with no OBR), each with its
 own MSH (unique MSH-10: the order's id), PID, PV1 and IN1 segments, then ORC, OBR, NTE (order
