@@ -71,7 +71,7 @@ def phase_run(paths: list[Path], data_dir: Path) -> dict:
     plan_path = data_dir.parent / "plan.json"
     plan.write(plan_path)
     planned = time.perf_counter()
-    counts = run(vault, operator, plan_path, lock_dir=data_dir / "staging")
+    counts = run(vault, operator, plan_path)
     done = time.perf_counter()
     vault.close()
     return {"plan_seconds": planned - started, "seconds": done - planned,

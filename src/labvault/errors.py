@@ -13,6 +13,7 @@
     │   └── InvalidCiphertext                    one opaque error for every failure to open a sealed value
     ├── StoreError                               the database cannot be used (schema too old, URL invalid)
     └── ConfigurationError                       labvault is not initialised, or its settings are inconsistent
+        └── MigrationBusy                        a run of that migration holds its lock
 """
 
 from __future__ import annotations
@@ -79,3 +80,9 @@ class StoreError(LabvaultError):
 
 class ConfigurationError(LabvaultError):
     hint = "run `labvault init` first, or pass --data-dir"
+
+
+class MigrationBusy(ConfigurationError):
+    """A run of the migration holds its lock (another process): retry when it has finished."""
+
+    hint = "wait for the running `labvault migrate run` to finish, or stop it"

@@ -50,7 +50,7 @@ def test_attached_reports_are_stored_sealed_and_verified(tmp_path: Path, clock, 
         assert sorted(a["name"] for a in doc["sources"][0]["attachments"]) == sorted(reports)
         assert any("not found" in k for k in doc["sources"][0]["anomalies"])
 
-        counts = run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+        counts = run(vault, operator, plan_path)
         assert counts["quarantined"] == 1
         (entry,) = vault.imports.quarantine(operator, plan.migration_id)
         assert entry.field == "result.value (FIC)"

@@ -106,11 +106,22 @@ def test_kill_minus_nine_then_resume_gives_exactly_the_source(tmp_path: Path) ->
         vault.close()
 
 
-def test_a_second_concurrent_run_is_refused(tmp_path: Path) -> None:
-    from labvault.errors import ConfigurationError
-    from labvault.migrate.run import _exclusive
+def test_a_second_run_and_an_erasure_are_refused_while_a_run_holds_the_lock(tmp_path: Path) -> None:
+    import uuid
+    from datetime import timedelta
 
-    lock = tmp_path / "m.lock"
-    with _exclusive(lock), pytest.raises(ConfigurationError, match="already running"), \
-            _exclusive(lock):
-        pass
+    from labvault.errors import MigrationBusy
+
+    vault = Vault.init(Settings.embedded(tmp_path / "vault"))
+    try:
+        operator = local_operator("lock test")
+        mid = uuid.uuid4()
+        vault.imports.begin(operator, mid, b"\0" * 32, datetime.now(UTC) + timedelta(days=1))
+        with vault.imports.exclusive(mid):
+            with pytest.raises(MigrationBusy), vault.imports.exclusive(mid):
+                pass
+            with pytest.raises(MigrationBusy):
+                vault.imports.erase(operator, mid)
+        assert vault.imports.erase(operator, mid).key_destroyed
+    finally:
+        vault.close()

@@ -72,7 +72,7 @@ def _round_trip(fmt, vault, operator, settings, clock, tmp_path):
     assert plan["sources"][0]["rejected"] == 0
     assert plan["totals"]["results"] == sum(r.result_count() for r in records)
 
-    counts = run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+    counts = run(vault, operator, plan_path)
     units = plan["totals"]["units"]
     assert counts["new"] + counts["stored"] + counts["quarantined"] + counts["duplicate"] == units
     assert counts["quarantined"] == 0
@@ -84,7 +84,7 @@ def _round_trip(fmt, vault, operator, settings, clock, tmp_path):
     assert report.results == sum(r.result_count() for r in records)
 
     # running again changes nothing
-    again = run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+    again = run(vault, operator, plan_path)
     assert sum(again.values()) == 0
     assert vault.count_patients(operator) == len(records)
 
@@ -110,7 +110,7 @@ def test_certificate_check_fails_on_any_change(embedded, operator, clock, tmp_pa
     vault = embedded
     records = list(SyntheticLab(32).records(5))
     plan_path = plan_for(tmp_path, [write_source(tmp_path, "hl7v2", records)], clock)
-    run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+    run(vault, operator, plan_path)
     verify(vault, operator, plan_path)
     doc = certificate.build(vault, operator, plan_path, clock.now())
     html = certificate.write(doc, tmp_path / "cert.json")
@@ -166,7 +166,7 @@ def test_a_source_changed_after_the_plan_is_refused(embedded, operator, clock, t
     plan_path = plan_for(tmp_path, [source], clock)
     source.write_bytes(source.read_bytes() + b"\r")
     with pytest.raises(ConfigurationError, match="changed since the plan"):
-        run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+        run(vault, operator, plan_path)
 
 
 def test_several_sources_and_formats_in_one_migration(embedded, operator, clock, tmp_path):
@@ -176,7 +176,7 @@ def test_several_sources_and_formats_in_one_migration(embedded, operator, clock,
     a = write_source(tmp_path, "hl7v2", first)
     b = write_source(tmp_path, "hprim-sante", second)
     plan_path = plan_for(tmp_path, [a, b], clock)
-    run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+    run(vault, operator, plan_path)
     report = verify(vault, operator, plan_path)
     assert report.complete
     assert vault.count_patients(operator) == 16
@@ -189,7 +189,7 @@ def test_the_same_patients_from_two_formats_merge(embedded, operator, clock, tmp
     a = write_source(tmp_path, "hl7v2", records)
     b = write_source(tmp_path, "hprim-sante", records)
     plan_path = plan_for(tmp_path, [a, b], clock)
-    counts = run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+    counts = run(vault, operator, plan_path)
     assert vault.count_patients(operator) == 6
     # the second export's orders are the same exams: identical units are duplicates only if
     # their whole content is equal, so they are stored as further orders or skipped, never lost

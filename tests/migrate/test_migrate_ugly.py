@@ -54,7 +54,7 @@ def test_ugly_exports_end_stored_or_quarantined(tmp_path: Path, clock, operator)
         assert hl7_plan["rejected"] >= 1  # the junk line
         assert hprim_plan["rejected"] >= 2  # the bad birth date and the truncated end
 
-        counts = run(vault, operator, plan_path, lock_dir=tmp_path / "locks")
+        counts = run(vault, operator, plan_path)
         read = doc["totals"]["units"]
         assert counts["new"] + counts["stored"] + counts["quarantined"] + counts["duplicate"] \
             == read

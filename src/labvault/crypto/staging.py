@@ -12,6 +12,7 @@ every quarantined record of the migration unreadable, wherever copies of them we
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import struct
@@ -40,12 +41,19 @@ def _aad(context: bytes, index: int, final: bool) -> bytes:
     return context + struct.pack(">QB", index, 1 if final else 0)
 
 
-def seal_file(key: Secret[bytes], src: BinaryIO, dst: Path, context: bytes, *,
-              progress: Callable[[int], None] | None = None) -> tuple[bytes, int]:
-    """Copy `src` into the sealed file `dst` (written to a temporary name, fsynced, renamed).
+class DigestMismatch(ValueError):
+    """The plaintext read is not the one expected: nothing was staged."""
 
-    Returns the SHA-256 and size of the plaintext read, so the caller checks it against the
-    plan before trusting the staged copy.
+
+def seal_file(key: Secret[bytes], src: BinaryIO, dst: Path, context: bytes, *,
+              expected_sha256: bytes,
+              progress: Callable[[int], None] | None = None) -> int:
+    """Copy `src` into the sealed file `dst`; returns the plaintext size.
+
+    The copy is written under a temporary name and fsynced; it takes its final name only if
+    the plaintext's SHA-256 is `expected_sha256`, so a staged file that exists is always the
+    planned one, even after a crash. Otherwise the temporary file is removed and
+    `DigestMismatch` raised.
     """
     aead = AESGCM(key.reveal())
     digest, size = hashlib.sha256(), 0
@@ -70,13 +78,16 @@ def seal_file(key: Secret[bytes], src: BinaryIO, dst: Path, context: bytes, *,
             chunk, index = following, index + 1
         out.flush()
         os.fsync(out.fileno())
+    if not hmac.compare_digest(digest.digest(), expected_sha256):
+        tmp.unlink()
+        raise DigestMismatch("the source's SHA-256 differs from the expected one")
     os.replace(tmp, dst)
     dir_fd = os.open(dst.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return digest.digest(), size
+    return size
 
 
 class SealedFileReader(io.RawIOBase):
@@ -139,4 +150,4 @@ def open_sealed(key: Secret[bytes], path: Path, context: bytes) -> BinaryIO:
     return io.BufferedReader(SealedFileReader(key, path, context), buffer_size=1 << 16)  # type: ignore[return-value]
 
 
-__all__ = ["open_sealed", "seal_file", "staging_context"]
+__all__ = ["DigestMismatch", "open_sealed", "seal_file", "staging_context"]

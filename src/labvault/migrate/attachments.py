@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import stat
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
@@ -32,11 +33,23 @@ def referenced(record: PatientRecord) -> list[str]:
 
 
 def locate(source: Path, name: str) -> Path | None:
-    """The attached file beside the source; None if absent or if the name leaves the folder."""
+    """The attached file beside the source, or None.
+
+    Only a regular file directly in the source's folder qualifies: no directory part in the
+    name, no symbolic link (a link planted in an export folder could otherwise pull in any
+    file the operator can read, the key file included), nothing that resolves elsewhere.
+    """
     if not name or PurePath(name).name != name or name in (".", ".."):
         return None
-    path = source.parent / name
-    return path if path.is_file() else None
+    folder = source.parent.resolve()
+    path = folder / name
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or path.resolve().parent != folder:
+        return None
+    return path
 
 
 def media_type(name: str) -> str:

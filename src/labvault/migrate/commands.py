@@ -102,7 +102,7 @@ def run_cmd(
                     bar.advance(imported, n)
 
             counts = run_migration(vault, _operator("migration run"), plan,
-                                   lock_dir=data_dir / "staging", progress=progress,
+                                   progress=progress,
                                    batch_size=batch_size)
             totals = vault.imports.unit_counts(_operator("migration run"), p.migration_id)
     except LabvaultError as exc:

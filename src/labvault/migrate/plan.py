@@ -21,7 +21,7 @@ from typing import Any
 from labvault import ingest
 from labvault.domain.validation import validate_record
 from labvault.errors import ConfigurationError, InvalidRecord
-from labvault.ingest.base import ReadStats, Rejected, Unit
+from labvault.ingest.base import Reader, ReadStats, Rejected, Unit
 from labvault.migrate import attachments
 
 PLAN_VERSION = 1
@@ -29,6 +29,7 @@ EXAMPLES = 20
 # Measured by bench/migrate.py (HL7 v2, SQLite, 2 cores): results stored per second.
 ESTIMATED_RESULTS_PER_SECOND = 5_000
 DEFAULT_STAGING_DAYS = 30
+MAX_STAGING_DAYS = 365
 
 
 def file_sha256(path: Path) -> tuple[bytes, int]:
@@ -47,6 +48,7 @@ class SourcePlan:
     name: str
     format: str
     mapping: str | None = None
+    mapping_sha256: str | None = None
     size: int = 0
     sha256: str = ""
     encoding: str | None = None
@@ -120,10 +122,21 @@ def load_plan(path: Path) -> Plan:
         sources = [SourcePlan(**s) for s in doc["sources"]]
         plan = Plan(uuid.UUID(doc["migration_id"]), datetime.fromisoformat(doc["created_at"]),
                     doc["created_by"], sources, int(doc["staging_days"]))
+        if not 1 <= plan.staging_days <= MAX_STAGING_DAYS:
+            raise ValueError("staging days out of range")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigurationError(f"cannot read the plan {path.name}: {type(e).__name__}") from None
     plan.sha256 = hashlib.sha256(data).digest()
     return plan
+
+
+def source_reader(src: SourcePlan) -> Reader:
+    """The reader a planned source is read with; its CSV mapping must not have changed."""
+    mapping = Path(src.mapping) if src.mapping else None
+    if mapping is not None and file_sha256(mapping)[0].hex() != src.mapping_sha256:
+        raise ConfigurationError(f"the CSV mapping of {src.name} changed since the plan; "
+                                 "make a new plan")
+    return ingest.reader_for(src.format, mapping)
 
 
 def _bump(src: SourcePlan, key: str, position: str, field_: str, reason: str) -> None:
@@ -197,6 +210,11 @@ def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
               fmt: str | None = None, mapping: Path | None = None,
               staging_days: int = DEFAULT_STAGING_DAYS,
               progress: Callable[[int], None] | None = None) -> Plan:
+    if len(sources) >= attachments.FIRST_INDEX:
+        raise ConfigurationError(f"at most {attachments.FIRST_INDEX - 1} source files per "
+                                 "migration: split it in several plans")
+    if not 1 <= staging_days <= MAX_STAGING_DAYS:
+        raise ConfigurationError(f"staging days must be between 1 and {MAX_STAGING_DAYS}")
     plan = Plan(uuid.uuid4(), now, created_by, [], staging_days)
     seen: set[bytes] = set()
     next_attachment = attachments.FIRST_INDEX
@@ -210,6 +228,8 @@ def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
                                      "name it with --format")
         src = SourcePlan(index, str(path.resolve()), path.name, detected,
                          str(mapping.resolve()) if mapping and detected == "csv" else None)
+        if src.mapping:
+            src.mapping_sha256 = file_sha256(Path(src.mapping))[0].hex()
         stats = ReadStats()
         reader = ingest.reader_for(detected, mapping)
         digest, src.size = file_sha256(path)
@@ -225,4 +245,4 @@ def make_plan(sources: Sequence[Path], *, created_by: str, now: datetime,
     return plan
 
 
-__all__ = ["Plan", "SourcePlan", "file_sha256", "load_plan", "make_plan"]
+__all__ = ["Plan", "SourcePlan", "file_sha256", "load_plan", "make_plan", "source_reader"]

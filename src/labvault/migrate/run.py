@@ -8,46 +8,27 @@ counted as a duplicate once.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from labvault import ingest
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
-from labvault.errors import ConfigurationError
 from labvault.migrate import attachments
-from labvault.migrate.plan import Plan, load_plan
+from labvault.migrate.plan import Plan, load_plan, source_reader
 from labvault.vault import Vault
 
 Progress = Callable[[str, int], None]  # (what, amount): "staged" bytes, "units", "results"
 BATCH = 500
 
 
-@contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    """One run of a migration at a time on this machine."""
-    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigurationError("this migration is already running") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def run(vault: Vault, principal: Principal, plan_path: Path, *, lock_dir: Path,
+def run(vault: Vault, principal: Principal, plan_path: Path, *,
         progress: Progress | None = None, batch_size: int = BATCH) -> Counter[str]:
     """Stage and import every source of the plan; returns the counts of this run."""
     plan = load_plan(plan_path)
-    with _exclusive(lock_dir / f"{plan.migration_id.hex}.lock"):
+    with vault.imports.exclusive(plan.migration_id):
         return _run(vault, principal, plan, progress, batch_size)
 
 
@@ -64,7 +45,7 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
     done = desk.progress(principal, mid)
     counts: Counter[str] = Counter()
     for src in plan.sources:
-        reader = ingest.reader_for(src.format, Path(src.mapping) if src.mapping else None)
+        reader = source_reader(src)
         skip = done.get(src.index, 0)
         if skip >= src.units:
             continue

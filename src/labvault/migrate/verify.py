@@ -21,7 +21,7 @@ from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
 from labvault.errors import ConfigurationError
 from labvault.migrate import attachments
-from labvault.migrate.plan import load_plan
+from labvault.migrate.plan import load_plan, source_reader
 from labvault.migrate.run import staged_reader
 from labvault.vault import Vault
 from labvault.vault.imports import UnitCheck
@@ -55,6 +55,7 @@ class Reconciliation:
                 "missing": self.statuses["missing"], "extra": self.extra,
                 "quarantined": self.statuses["quarantined"],
                 "duplicate": self.statuses["duplicate"],
+                "erased_since": self.statuses["erased"],
                 "match_rate": round(self.match_rate, 6), "complete": self.complete,
                 "problems": self.problems}
 
@@ -73,7 +74,7 @@ def verify(vault: Vault, principal: Principal, plan_path: Path, *,
     report = Reconciliation()
     last_seq: dict[int, int] = {}
     for src in plan.sources:
-        reader = ingest.reader_for(src.format, Path(src.mapping) if src.mapping else None)
+        reader = source_reader(src)
         batch: list[ingest.Unit] = []
         read = staged_reader(vault, principal, plan, Permission.MIGRATION_VERIFY)
         with desk.open_staged(principal, mid, src.index, Permission.MIGRATION_VERIFY) as stream:

@@ -15,7 +15,16 @@ from typing import Any
 from sqlalchemy import Engine, Row, Table, delete, func, insert, select, update
 
 from labvault.store.engine import guarded
-from labvault.store.tables import SealedBytes, attachment, comment, lab_order, patient, result
+from labvault.store.tables import (
+    SealedBytes,
+    attachment,
+    comment,
+    import_unit,
+    lab_order,
+    patient,
+    result,
+    source_patient,
+)
 
 
 @dataclass
@@ -85,6 +94,25 @@ class RecordStore:
         return PatientRows(None, sorted(orders, key=key), sorted(results, key=key),  # type: ignore[arg-type]
                            sorted(comments, key=key), sorted(files, key=key))
 
+    def existing(self, patient_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these patients have a row (erased or not)."""
+        found: set[uuid.UUID] = set()
+        with guarded("reading patients"), self.engine.connect() as conn:
+            for start in range(0, len(patient_ids), 500):
+                q = select(patient.c.id).where(patient.c.id.in_(patient_ids[start:start + 500]))
+                found.update(r.id for r in conn.execute(q))
+        return found
+
+    def live(self, patient_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these patients exist and are not erased."""
+        found: set[uuid.UUID] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(patient_ids), 500):
+                q = select(patient.c.id).where(patient.c.id.in_(patient_ids[start:start + 500]),
+                                               patient.c.erased_at.is_(None))
+                found.update(r.id for r in conn.execute(q))
+        return found
+
     def next_positions(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
         """Per patient, the next order position and the last result and comment positions.
 
@@ -149,5 +177,9 @@ class RecordStore:
         with self.engine.begin() as conn:
             for table in (attachment, comment, result, lab_order):
                 conn.execute(delete(table).where(table.c.patient_id == patient_id))
+            # No lookup may lead back to the erased patient: legacy codes, content digests.
+            conn.execute(delete(source_patient).where(source_patient.c.patient_id == patient_id))
+            conn.execute(update(import_unit).where(import_unit.c.patient_id == patient_id)
+                         .values(content_digest=None))
             conn.execute(update(patient).where(patient.c.id == patient_id).values(
                 erased_at=at, nir_bidx=None, name_birth_bidx=None, **sealed_null))

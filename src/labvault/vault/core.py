@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import SQLAlchemyError
 
 from labvault import codec
 from labvault.access.permissions import Permission, allowed
@@ -43,7 +44,7 @@ from labvault.crypto.signing import Signer
 from labvault.domain.normalize import name_birth_key, normalize_nir
 from labvault.domain.records import Attachment, Comment, Order, Patient, PatientRecord, Result
 from labvault.domain.validation import validate_record
-from labvault.errors import AccessDenied, KeyUnavailable, NotFound
+from labvault.errors import AccessDenied, KeyUnavailable, NotFound, StoreError
 from labvault.secret import Secret
 from labvault.store import schema
 from labvault.store.engine import make_engine
@@ -185,12 +186,27 @@ class Vault:
                 self._records.insert(batch)
             except BaseException:
                 # Leave no orphan key behind: a retry with the same ids must succeed.
-                self._keystore.delete_many([k.patient_id for k in keys])
+                self._drop_unused_keys([k.patient_id for k in keys])
                 raise
             stored += len(chunk)
             if progress:
                 progress(len(chunk))
         return stored
+
+    def _drop_unused_keys(self, patient_ids: list[uuid.UUID]) -> None:
+        """After a failed write, delete the keys of patients whose rows were not stored.
+
+        A commit can succeed while the client sees an error (a connection lost on the
+        acknowledgement): keys of rows that exist are kept. If the database cannot say, every
+        key is kept — an unused key is harmless, a lost one loses the patient's data.
+        """
+        try:
+            stored = self._records.existing(patient_ids)
+        except (StoreError, SQLAlchemyError, OSError):
+            return
+        unused = [pid for pid in patient_ids if pid not in stored]
+        if unused:
+            self._keystore.delete_many(unused)
 
     def _seal_record(self, record: PatientRecord, cipher: FieldCipher, now: Any,
                      batch: RowBatch) -> None:
@@ -351,6 +367,7 @@ class Vault:
             raise NotFound("patient", patient_id)
         self._event(principal, Permission.PATIENT_ERASE, "allowed", [patient_id])
         now = self._clock.now()
+        self.imports.forget(patient_id)
         destroyed = self._keystore.destroy(patient_id)
         self._records.erase(patient_id, now)
         return Erasure(patient_id, now, destroyed)

@@ -17,13 +17,17 @@ code within the migration (keyed HMAC); a unit whose identity contradicts the ma
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import shutil
+import stat
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +43,17 @@ from labvault.crypto.envelope import (
     staging_key_context,
 )
 from labvault.crypto.signing import Signer
-from labvault.crypto.staging import open_sealed, seal_file, staging_context
+from labvault.crypto.staging import DigestMismatch, open_sealed, seal_file, staging_context
 from labvault.domain.normalize import normalize_name, normalize_nir
 from labvault.domain.records import Order, Patient, Sex
 from labvault.domain.validation import validate_record
-from labvault.errors import ConfigurationError, InvalidRecord, KeyUnavailable, NotFound
+from labvault.errors import (
+    ConfigurationError,
+    InvalidRecord,
+    KeyUnavailable,
+    MigrationBusy,
+    NotFound,
+)
 from labvault.ingest.base import Parsed, Position, Rejected, Unit
 from labvault.ingest.content import canonical_bytes, order_content, patient_content, record_content
 from labvault.secret import Secret
@@ -82,7 +92,7 @@ class UnitCheck:
 
     seq: int
     position: Position
-    status: str  # match, mismatch, missing, quarantined, duplicate
+    status: str  # match, mismatch, missing, quarantined, duplicate, erased
     detail: str | None = None  # which field differs (a path, never a value)
 
 
@@ -189,6 +199,8 @@ class ImportDesk:
                 raise ConfigurationError("this migration's staging area was erased; "
                                          "make a new plan to import again")
             return self.info(principal, migration_id)
+        if deadline <= v._clock.now():
+            raise ConfigurationError("the plan's staging deadline has passed; make a new plan")
         v._event(principal, P.MIGRATION_RUN, "allowed", step="begin",
                  migration=str(migration_id))
         now = v._clock.now()
@@ -197,6 +209,23 @@ class ImportDesk:
             v._keystore.insert_staging(migration_id, version, wrapped, now)
         self._store.create_migration(migration_id, plan_sha256, now, principal.actor_id, deadline)
         return self.info(principal, migration_id)
+
+    @contextmanager
+    def exclusive(self, migration_id: uuid.UUID, *, wait: bool = False) -> Iterator[None]:
+        """Hold the migration's lock: one run at a time, and no erasure during a run."""
+        if self._staging_dir is None:
+            raise ConfigurationError("this vault has no staging directory")
+        self._staging_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self._staging_dir / f"{migration_id.hex}.lock", os.O_RDWR | os.O_CREAT,
+                     0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise MigrationBusy("this migration is running in another process") from None
+            yield
+        finally:
+            os.close(fd)
 
     def _staging_key(self, migration_id: uuid.UUID) -> Secret[bytes]:
         key = self._staging_keys.get(migration_id)
@@ -227,14 +256,22 @@ class ImportDesk:
         v._event(principal, P.MIGRATION_RUN, "allowed", step="stage",
                  migration=str(migration_id), file=file_index)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with source.open("rb") as src:
-            digest, _ = seal_file(self._staging_key(migration_id), src, target,
-                                  staging_context(migration_id.hex, file_index),
-                                  progress=progress)
-        if not hmac.compare_digest(digest, expected_sha256):
-            target.unlink()
-            raise ConfigurationError(f"source file {file_index + 1} changed since the plan "
-                                     "(SHA-256 differs); make a new plan")
+        try:
+            # No symbolic link, only a regular file: what is staged is what was planned.
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            raise ConfigurationError(f"source file {file_index + 1} cannot be opened (missing, "
+                                     "or a symbolic link)") from None
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                raise ConfigurationError(f"source file {file_index + 1} is not a regular file")
+            try:
+                seal_file(self._staging_key(migration_id), src, target,
+                          staging_context(migration_id.hex, file_index),
+                          expected_sha256=expected_sha256, progress=progress)
+            except DigestMismatch:
+                raise ConfigurationError(f"source file {file_index + 1} changed since the plan "
+                                         "(SHA-256 differs); make a new plan") from None
         return True
 
     def open_staged(self, principal: Principal, migration_id: uuid.UUID, file_index: int,
@@ -276,6 +313,10 @@ class ImportDesk:
         self._remember(pid, state)
         return state
 
+    def forget(self, pid: uuid.UUID) -> None:
+        """Drop a patient's cached data key and identity (on erasure)."""
+        self._states.pop(pid, None)
+
     def _remember(self, pid: uuid.UUID, state: _PatientState) -> None:
         self._states[pid] = state
         if len(self._states) > _CACHE:
@@ -307,7 +348,7 @@ class ImportDesk:
                            "raw": scipher.seal("quarantine", "raw", ref, raw)})
             unit_row(seq, "quarantined")
 
-        accepted: list[tuple[Parsed, bytes, bytes | None, bytes | None]] = []
+        accepted: list[tuple[Parsed, bytes, bytes, bytes | None, bytes | None]] = []
         seen: set[bytes] = set()
         for u in units:
             if isinstance(u, Rejected):
@@ -319,19 +360,26 @@ class ImportDesk:
             except InvalidRecord as e:
                 to_quarantine(u.seq, u.position, e.field, e.reason, content)
                 continue
-            digest = self._digest(content)
             nir = _nir_of(u.record.patient)
-            accepted.append((u, digest, v._nir_index.compute(nir) if nir else None,
+            accepted.append((u, content, self._digest(content),
+                             v._nir_index.compute(nir) if nir else None,
                              self._code(migration_id, u.source_patient_id)
                              if u.source_patient_id else None))
-        known = self._store.known_digests([a[1] for a in accepted])
-        by_nir = v._records.ids_by_index_many("nir_bidx", [a[2] for a in accepted if a[2]])
-        by_code = self._store.patients_by_code(migration_id, [a[3] for a in accepted if a[3]])
+        known = self._store.known_digests([a[2] for a in accepted])
+        by_nir = v._records.ids_by_index_many("nir_bidx", [a[3] for a in accepted if a[3]])
+        by_code = self._store.patients_by_code(migration_id, [a[4] for a in accepted if a[4]])
+        candidates = {p for ids in by_nir.values() for p in ids} | set(by_code.values())
+        live = v._records.live(sorted(candidates))
+        for pid in candidates - live:
+            self._states.pop(pid, None)
+        # Written before any stored patient is decrypted for the identity check.
+        v._event(principal, P.MIGRATION_RUN, "allowed", sorted(live), step="import-match",
+                 migration=str(migration_id), file=file_index, units=len(units))
         batch, keys, prov_rows, sp_rows = RowBatch(), [], [], []
         new_nir: dict[bytes, uuid.UUID] = {}
         new_code: dict[bytes, uuid.UUID] = {}
-        touched: set[uuid.UUID] = set()
-        for u, digest, nir_bidx, code in accepted:
+        pinned: dict[uuid.UUID, _PatientState] = {}  # every patient this batch touches
+        for u, content, digest, nir_bidx, code in accepted:
             if digest in known or digest in seen:
                 unit_row(u.seq, "duplicate", digest=digest)
                 continue
@@ -339,26 +387,25 @@ class ImportDesk:
             pid = None
             if nir_bidx is not None:
                 pid = new_nir.get(nir_bidx)
-                candidates = by_nir.get(nir_bidx, [])
-                if pid is None and len(candidates) > 1:
+                found = by_nir.get(nir_bidx, [])
+                if pid is None and len(found) > 1:
                     to_quarantine(u.seq, u.position, "patient.nir",
-                                  "several patients in the vault share this NIR", b"")
+                                  "several patients in the vault share this NIR", content)
                     continue
-                pid = pid or (candidates[0] if candidates else None)
+                pid = pid or (found[0] if found else None)
             if pid is None and code is not None:
                 pid = new_code.get(code) or by_code.get(code)
             if pid is not None:
-                try:
-                    state = self._state(pid)
-                except KeyUnavailable:
+                if pid not in live and pid not in pinned:
                     to_quarantine(u.seq, u.position, "patient",
-                                  "this patient was erased from the vault", b"")
+                                  "this patient was erased from the vault", content)
                     continue
+                state = pinned.get(pid) or self._state(pid)
                 conflict = identity_conflict(state.patient, p)
                 if conflict:
                     to_quarantine(u.seq, u.position, conflict,
                                   "differs from the patient stored under the same NIR or "
-                                  "patient code", canonical_bytes(record_content(u.record)))
+                                  "patient code", content)
                     continue
                 outcome = "stored"
             else:
@@ -368,10 +415,9 @@ class ImportDesk:
                 keys.append(WrappedKey(pid, kek_version, 1, wrapped))
                 state = _PatientState(v._cipher_factory(dek, 1), p, [0, 0, 0])
                 v._seal_patient(p, state.cipher, now, batch)
-                self._remember(pid, state)
                 outcome = "new"
+            pinned[pid] = state
             seen.add(digest)
-            touched.add(pid)
             if nir_bidx is not None:
                 new_nir.setdefault(nir_bidx, pid)
             if code is not None and code not in by_code and code not in new_code:
@@ -382,7 +428,7 @@ class ImportDesk:
                            "file_index": file_index, "seq": u.seq} for o in u.record.orders]
             counts["results"] += u.record.result_count()
             unit_row(u.seq, outcome, pid, digest)
-        v._event(principal, P.MIGRATION_RUN, "allowed", sorted(touched), step="import",
+        v._event(principal, P.MIGRATION_RUN, "allowed", sorted(pinned), step="import",
                  migration=str(migration_id), file=file_index, units=len(units),
                  **{k: counts[k] for k in ("new", "stored", "quarantined", "duplicate")})
         v._keystore.insert_many(keys, now)
@@ -390,9 +436,11 @@ class ImportDesk:
             v._records.insert(batch, also=[(source_patient, sp_rows), (import_unit, unit_rows),
                                            (order_provenance, prov_rows), (quarantine, q_rows)])
         except BaseException:
-            v._keystore.delete_many([k.patient_id for k in keys])
-            self._states.clear()  # positions advanced for rows that were not written
+            self._states.clear()  # positions advanced for rows that may not have been written
+            v._drop_unused_keys([k.patient_id for k in keys])
             raise
+        for pid, state in pinned.items():
+            self._remember(pid, state)
         return counts
 
     # -- reconciliation --------------------------------------------------------------------------
@@ -406,10 +454,13 @@ class ImportDesk:
         stored = [s for s in seqs if s in rows and rows[s].outcome in STORED_OUTCOMES]
         order_ids = self._store.orders_of_units(migration_id, file_index, stored)
         pids = sorted({rows[s].patient_id for s in stored})
-        v._event(principal, P.MIGRATION_VERIFY, "allowed", pids, step="verify",
+        live = v._records.live(pids)
+        v._event(principal, P.MIGRATION_VERIFY, "allowed", sorted(live), step="verify",
                  migration=str(migration_id), file=file_index, units=len(units))
-        orders = v._open_orders_of(pids, [o for s in stored for o in order_ids.get(s, [])])
-        patients = {pid: v._load(pid, with_results=False).patient for pid in pids}
+        live_ids = sorted(live)
+        orders = v._open_orders_of(live_ids, [o for s in stored if rows[s].patient_id in live
+                                              for o in order_ids.get(s, [])])
+        patients = {pid: v._load(pid, with_results=False).patient for pid in live_ids}
         known = self._store.known_digests(
             [rows[u.seq].content_digest for u in units
              if u.seq in rows and rows[u.seq].outcome == "duplicate"])
@@ -427,6 +478,9 @@ class ImportDesk:
                       self._digest(canonical_bytes(record_content(u.record))) == row.content_digest)
                 out.append(UnitCheck(u.seq, u.position, "duplicate" if ok else "mismatch",
                                      None if ok else "duplicate of no stored unit"))
+            elif row.patient_id not in live:
+                # The person's data was erased since (right to erasure): nothing to compare.
+                out.append(UnitCheck(u.seq, u.position, "erased"))
             else:
                 got = [orders[o] for o in order_ids.get(u.seq, []) if o in orders]
                 got.sort(key=lambda o: o[0])
@@ -515,7 +569,13 @@ class ImportDesk:
         return [self._info(r) for r in self._store.migrations()]
 
     def set_status(self, principal: Principal, migration_id: uuid.UUID, status: str) -> None:
-        self._v._authorize(principal, P.MIGRATION_RUN)
+        v = self._v
+        v._authorize(principal, P.MIGRATION_RUN)
+        row = self._store.get_migration(migration_id)
+        if row is None or row.erased_at is not None:
+            raise ConfigurationError("this migration's staging area was erased")
+        v._event(principal, P.MIGRATION_RUN, "allowed", step="status", status=status,
+                 migration=str(migration_id))
         self._store.set_status(migration_id, status)
 
     def sign(self, principal: Principal, document: bytes) -> tuple[bytes, Signer]:
@@ -529,11 +589,19 @@ class ImportDesk:
 
     # -- erasure -----------------------------------------------------------------------------------
     def erase(self, principal: Principal, migration_id: uuid.UUID) -> StagingErasure:
-        """Destroy the staging key, then the staged files and the quarantined bytes."""
+        """Destroy the staging key, then the staged files and the quarantined bytes.
+
+        Raises `MigrationBusy` while a run of the migration holds its lock.
+        """
         v = self._v
         v._authorize(principal, P.MIGRATION_ERASE)
         if self._store.get_migration(migration_id) is None:
             raise NotFound("migration", migration_id)
+        with self.exclusive(migration_id):
+            return self._erase(principal, migration_id)
+
+    def _erase(self, principal: Principal, migration_id: uuid.UUID) -> StagingErasure:
+        v = self._v
         v._event(principal, P.MIGRATION_ERASE, "allowed", step="erase",
                  migration=str(migration_id))
         now = v._clock.now()
@@ -542,7 +610,7 @@ class ImportDesk:
         removed = 0
         area = self._area(migration_id)
         if area.exists():
-            removed = sum(1 for f in area.iterdir() if f.is_file())
+            removed = sum(1 for f in area.iterdir() if f.suffix == ".sealed")
             shutil.rmtree(area)
         dropped = self._store.drop_quarantine_bytes(migration_id)
         self._store.set_status(migration_id, "erased", erased_at=now)
@@ -552,10 +620,19 @@ class ImportDesk:
         return StagingErasure(migration_id, now, principal.actor_id, destroyed, removed, dropped)
 
     def erase_expired(self, principal: Principal) -> list[StagingErasure]:
-        """Erase every staging area past its deadline (run by every `labvault` command)."""
+        """Erase every staging area past its deadline (run by every `labvault` command).
+
+        A migration whose run is in progress is left for the next command.
+        """
         now = self._v._clock.now()
-        return [self.erase(principal, r.id) for r in self._store.migrations()
-                if r.erased_at is None and _aware(r.staging_deadline) <= now]
+        done = []
+        for r in self._store.migrations():
+            if r.erased_at is None and _aware(r.staging_deadline) <= now:
+                try:
+                    done.append(self.erase(principal, r.id))
+                except MigrationBusy:
+                    continue
+        return done
 
 
 def _aware(ts: datetime) -> datetime:
