@@ -11,7 +11,7 @@ from labvault import Settings, Vault, ingest
 from labvault.domain.records import PatientRecord
 from labvault.leakcheck import LeakScanner, text_needles
 from labvault.leakprobe import storage_locations
-from labvault.migrate import make_plan, run, verify
+from labvault.migrate import certificate, make_plan, run, verify
 from labvault.synthetic import SyntheticLab
 
 
@@ -62,7 +62,10 @@ def test_attached_reports_are_stored_sealed_and_verified(tmp_path: Path, clock, 
             assert [(a.name, a.media_type, a.content) for a in attached] == \
                 [(name, "text/plain", text)]
         report = verify(vault, operator, plan_path)
-        assert report.complete and report.statuses["quarantined"] == 1
+        assert report.complete and report.count("quarantined") == 1
+        doc = json.dumps(certificate.build(vault, operator, plan_path, clock.now()))
+        assert all(name not in doc for name in reports)  # names may be the patient's
+        assert len(json.loads(doc)["certificate"]["sources"][0]["attachments"]) == 3
 
         needles = [n for _, (r, _) in reports.items()
                    for n in text_needles("name", r.patient.last_name)]

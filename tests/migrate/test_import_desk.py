@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +23,7 @@ from labvault.ingest.base import Parsed, Position, Rejected
 from labvault.store.tables import import_unit, lab_order, quarantine
 from labvault.synthetic import SyntheticLab
 
-PLAN_SHA = hashlib.sha256(b"plan").digest()
+PLAN = json.dumps({"labvault_plan": 1, "sources": [{"index": 0, "units": 0}]}).encode()
 
 
 def units_from(records, name="export.hl7", start=1):
@@ -39,7 +40,7 @@ def units_from(records, name="export.hl7", start=1):
 @pytest.fixture
 def migration(vault, operator, clock):
     mid = uuid.uuid4()
-    vault.imports.begin(operator, mid, PLAN_SHA, clock.now() + timedelta(days=30))
+    vault.imports.begin(operator, mid, PLAN, clock.now() + timedelta(days=30))
     return mid
 
 
@@ -167,7 +168,7 @@ def test_staging_seals_the_source_and_erasure_destroys_the_key(vault, operator, 
         vault.imports.import_units(operator, migration, 0, [])
     assert vault.imports.info(operator, migration).status == "erased"
     with pytest.raises(ConfigurationError, match="erased"):
-        vault.imports.begin(operator, migration, PLAN_SHA, datetime.now(UTC))
+        vault.imports.begin(operator, migration, PLAN, datetime.now(UTC))
 
 
 def test_stage_refuses_a_source_that_changed_since_the_plan(vault, operator, migration, tmp_path):
@@ -180,7 +181,7 @@ def test_stage_refuses_a_source_that_changed_since_the_plan(vault, operator, mig
 
 def test_a_changed_plan_cannot_resume_a_migration(vault, operator, migration, clock):
     with pytest.raises(ConfigurationError, match="plan file changed"):
-        vault.imports.begin(operator, migration, hashlib.sha256(b"other").digest(), clock.now())
+        vault.imports.begin(operator, migration, b"{}", clock.now())
 
 
 def test_staging_past_its_deadline_is_erased(vault, operator, migration, clock, tmp_path):

@@ -80,7 +80,7 @@ def _round_trip(fmt, vault, operator, settings, clock, tmp_path):
 
     report = verify(vault, operator, plan_path)
     assert report.complete and report.match_rate == 1.0
-    assert report.statuses["match"] == units
+    assert report.count("match") == units
     assert report.results == sum(r.result_count() for r in records)
 
     # running again changes nothing
@@ -127,10 +127,10 @@ def test_certificate_check_fails_on_any_change(embedded, operator, clock, tmp_pa
 
     forger = Ed25519PrivateKey.generate()
     from labvault.crypto.signing import key_id, public_bytes
-    from labvault.ingest.content import canonical_bytes
+    from labvault.vault.certification import signed_message
 
     forged = copy.deepcopy(altered)
-    forged["signature"] = base64.b64encode(forger.sign(canonical_bytes(forged["certificate"]))
+    forged["signature"] = base64.b64encode(forger.sign(signed_message(forged["certificate"]))
                                            ).decode()
     forged["public_key"] = base64.b64encode(public_bytes(forger.public_key())).decode()
     forged["key_id"] = key_id(forger.public_key())

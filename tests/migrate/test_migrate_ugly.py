@@ -69,8 +69,8 @@ def test_ugly_exports_end_stored_or_quarantined(tmp_path: Path, clock, operator)
 
         report = verify(vault, operator, plan_path)
         assert report.complete
-        assert report.statuses["quarantined"] == counts["quarantined"]
-        assert report.statuses["match"] == counts["new"] + counts["stored"]
+        assert report.count("quarantined") == counts["quarantined"]
+        assert report.count("match") == counts["new"] + counts["stored"]
 
         cert = certificate.build(vault, operator, plan_path, clock.now())["certificate"]
         assert cert["counts"]["adds_up"]

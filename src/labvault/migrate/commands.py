@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from datetime import UTC, datetime
@@ -175,7 +174,7 @@ def certificate_cmd(
 
 def _check_certificate(path: Path, public_key: Path | None, data_dir: Path) -> None:
     try:
-        document = json.loads(path.read_text())
+        document = certificate.load(path)
         if public_key is not None:
             trusted = load_public(public_key.read_bytes())
         else:

@@ -83,7 +83,11 @@ class Plan:
     created_by: str
     sources: list[SourcePlan]
     staging_days: int = DEFAULT_STAGING_DAYS
-    sha256: bytes = b""  # of the plan file, once written or loaded
+    raw: bytes = b""  # the plan file's bytes, once written or loaded
+
+    @property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.raw).digest()
 
     @property
     def totals(self) -> dict[str, int]:
@@ -110,7 +114,7 @@ class Plan:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(0o600)
-        self.sha256 = hashlib.sha256(data).digest()
+        self.raw = data
 
 
 def load_plan(path: Path) -> Plan:
@@ -126,7 +130,7 @@ def load_plan(path: Path) -> Plan:
             raise ValueError("staging days out of range")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigurationError(f"cannot read the plan {path.name}: {type(e).__name__}") from None
-    plan.sha256 = hashlib.sha256(data).digest()
+    plan.raw = data
     return plan
 
 

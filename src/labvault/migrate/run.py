@@ -36,7 +36,7 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
          batch_size: int) -> Counter[str]:
     desk, mid = vault.imports, plan.migration_id
     deadline = plan.created_at + timedelta(days=plan.staging_days)
-    desk.begin(principal, mid, plan.sha256, deadline)
+    desk.begin(principal, mid, plan.raw, deadline)
     for src in plan.sources:
         desk.stage(principal, mid, src.index, Path(src.path), bytes.fromhex(src.sha256),
                    progress=(lambda n: progress("staged", n)) if progress else None)
@@ -60,12 +60,7 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
                     _flush(vault, principal, plan, src.index, batch, counts, progress)
             if batch:
                 _flush(vault, principal, plan, src.index, batch, counts, progress)
-    desk.set_status(principal, mid, "imported")
-    totals = desk.unit_counts(principal, mid)
-    desk.add_report(principal, mid, "run", {
-        "this_run": dict(counts),
-        "units": {str(f): dict(c) for f, c in sorted(totals.items())},
-    })
+    desk.finish_run(principal, mid)
     return counts
 
 

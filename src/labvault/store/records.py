@@ -23,7 +23,6 @@ from labvault.store.tables import (
     lab_order,
     patient,
     result,
-    source_patient,
 )
 
 
@@ -177,8 +176,9 @@ class RecordStore:
         with self.engine.begin() as conn:
             for table in (attachment, comment, result, lab_order):
                 conn.execute(delete(table).where(table.c.patient_id == patient_id))
-            # No lookup may lead back to the erased patient: legacy codes, content digests.
-            conn.execute(delete(source_patient).where(source_patient.c.patient_id == patient_id))
+            # The units' content digests go; the keyed legacy-code entry stays, so that a
+            # later unit of the same person within the migration is recognised as erased and
+            # quarantined instead of being imported again as a new patient.
             conn.execute(update(import_unit).where(import_unit.c.patient_id == patient_id)
                          .values(content_digest=None))
             conn.execute(update(patient).where(patient.c.id == patient_id).values(

@@ -61,6 +61,7 @@ from labvault.store.imports import STORED_OUTCOMES, ImportStore
 from labvault.store.keystore import WrappedKey
 from labvault.store.records import RowBatch
 from labvault.store.tables import import_unit, order_provenance, quarantine, source_patient
+from labvault.vault.certification import Verification, certificate_body, sign_certificate
 
 if TYPE_CHECKING:
     from labvault.vault.core import Vault
@@ -185,11 +186,13 @@ class ImportDesk:
         return "ImportDesk()"
 
     # -- migrations and staging ------------------------------------------------------------------
-    def begin(self, principal: Principal, migration_id: uuid.UUID, plan_sha256: bytes,
+    def begin(self, principal: Principal, migration_id: uuid.UUID, plan: bytes,
               deadline: datetime) -> MigrationInfo:
-        """Register a migration and create its staging key; again with the same plan, resume."""
+        """Register a migration with its plan (the file's bytes) and create its staging key;
+        again with the same plan, resume."""
         v = self._v
         v._authorize(principal, P.MIGRATION_RUN)
+        plan_sha256 = hashlib.sha256(plan).digest()
         row = self._store.get_migration(migration_id)
         if row is not None:
             if row.plan_sha256 != plan_sha256:
@@ -201,6 +204,10 @@ class ImportDesk:
             return self.info(principal, migration_id)
         if deadline <= v._clock.now():
             raise ConfigurationError("the plan's staging deadline has passed; make a new plan")
+        try:
+            plan_doc = json.loads(plan)
+        except ValueError:
+            raise ConfigurationError("the plan is not a JSON document") from None
         v._event(principal, P.MIGRATION_RUN, "allowed", step="begin",
                  migration=str(migration_id))
         now = v._clock.now()
@@ -208,6 +215,8 @@ class ImportDesk:
             version, wrapped = v._keys.wrap(new_data_key(), staging_key_context(migration_id))
             v._keystore.insert_staging(migration_id, version, wrapped, now)
         self._store.create_migration(migration_id, plan_sha256, now, principal.actor_id, deadline)
+        self._store.add_report(migration_id, "plan", now, principal.actor_id,
+                               json.dumps(plan_doc, sort_keys=True))
         return self.info(principal, migration_id)
 
     @contextmanager
@@ -537,18 +546,54 @@ class ImportDesk:
         self._v._authorize(principal, P.MIGRATION_READ)
         return self._store.quarantine_summary(migration_id)
 
-    def add_report(self, principal: Principal, migration_id: uuid.UUID, kind: str,
-                   body: dict[str, Any]) -> None:
+    def _report(self, principal: Principal, migration_id: uuid.UUID, kind: str,
+                body: dict[str, Any]) -> None:
         """Keep a step's outcome (counts, never personal values) for the certificate."""
         v = self._v
         v._authorize(principal, _REPORT_PERMISSION[kind])
+        v._event(principal, _REPORT_PERMISSION[kind], "allowed", step=f"report-{kind}",
+                 migration=str(migration_id))
         self._store.add_report(migration_id, kind, v._clock.now(), principal.actor_id,
                                json.dumps(body, sort_keys=True, default=str))
+
+    def _plan(self, migration_id: uuid.UUID) -> dict[str, Any]:
+        found = [r for r in self._store.reports(migration_id) if r.kind == "plan"]
+        if not found:
+            raise NotFound("migration plan", migration_id)
+        return json.loads(found[0].body)
+
+    def finish_run(self, principal: Principal, migration_id: uuid.UUID) -> dict[int, Counter[str]]:
+        """Mark the import done and record the units' outcomes as the vault counts them."""
+        self.set_status(principal, migration_id, "imported")
+        totals = self._store.unit_counts(migration_id)
+        self._report(principal, migration_id, "run",
+                     {"units": {str(f): dict(c) for f, c in sorted(totals.items())}})
+        return totals
+
+    def verification(self, principal: Principal, migration_id: uuid.UUID) -> Verification:
+        """Start a verification: feed it every unit of every planned file, then `finish`."""
+        self._v._authorize(principal, P.MIGRATION_VERIFY)
+        planned = {int(s["index"]): int(s["units"]) for s in self._plan(migration_id)["sources"]}
+        return Verification(self, principal, migration_id, planned)
+
+    def certificate(self, principal: Principal, migration_id: uuid.UUID,
+                    issued_at: datetime) -> dict[str, Any]:
+        """The signed migration certificate, built from what the vault recorded."""
+        v = self._v
+        v._authorize(principal, P.MIGRATION_READ)
+        info = self.info(principal, migration_id)
+        body = certificate_body(self._plan(migration_id), self.reports(principal, migration_id),
+                                self._store.unit_counts(migration_id),
+                                self._store.quarantine_summary(migration_id), info, issued_at,
+                                principal.actor_id)
+        v._event(principal, P.MIGRATION_READ, "allowed", step="certificate",
+                 migration=str(migration_id))
+        return sign_certificate(Signer(v._keys), body)
 
     def reports(self, principal: Principal, migration_id: uuid.UUID) -> list[dict[str, Any]]:
         self._v._authorize(principal, P.MIGRATION_READ)
         return [{"kind": r.kind, "at": _aware(r.at), "actor": r.actor, "body": json.loads(r.body)}
-                for r in self._store.reports(migration_id)]
+                for r in self._store.reports(migration_id) if r.kind != "plan"]
 
     def info(self, principal: Principal, migration_id: uuid.UUID) -> MigrationInfo:
         self._v._authorize(principal, P.MIGRATION_READ)
@@ -577,15 +622,6 @@ class ImportDesk:
         v._event(principal, P.MIGRATION_RUN, "allowed", step="status", status=status,
                  migration=str(migration_id))
         self._store.set_status(migration_id, status)
-
-    def sign(self, principal: Principal, document: bytes) -> tuple[bytes, Signer]:
-        """Sign a document the vault issues (certificate); returns the signature and signer."""
-        v = self._v
-        v._authorize(principal, P.MIGRATION_READ)
-        v._event(principal, P.MIGRATION_READ, "allowed", step="sign",
-                 sha256=hashlib.sha256(document).hexdigest())
-        signer = Signer(v._keys)
-        return signer.sign(document), signer
 
     # -- erasure -----------------------------------------------------------------------------------
     def erase(self, principal: Principal, migration_id: uuid.UUID) -> StagingErasure:
