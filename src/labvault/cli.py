@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from labvault import ingest
 from labvault.access.principal import local_operator
 from labvault.cli_support import (
     DEMO_DIR,
@@ -31,6 +33,9 @@ from labvault.domain.records import PatientRecord
 from labvault.errors import LabvaultError
 from labvault.leakcheck import LeakReport
 from labvault.leakprobe import run_leak_check
+from labvault.migrate import make_plan
+from labvault.migrate import run as run_migration
+from labvault.migrate import verify as verify_migration
 from labvault.migrate.commands import export_app, migrate_app
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
@@ -273,13 +278,35 @@ def check_leak(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise typer.Exit(1)
 
 
+def _demo_migration(vault: Vault, patients: int, seed: int) -> None:
+    """An old system's export, written in clear outside the vault, migrated, then deleted."""
+    operator = local_operator("demo migration")
+    with tempfile.TemporaryDirectory(prefix="labvault-demo-export-") as tmp:
+        export, plan_path = Path(tmp) / "old-lis-export.hl7", Path(tmp) / "plan.json"
+        with export.open("wb") as f:
+            ingest.writer_for("hl7v2")(SyntheticLab(seed).records(patients), f)
+        plan = make_plan([export], created_by=operator.actor_id, now=datetime.now(UTC))
+        plan.write(plan_path)
+        counts = run_migration(vault, operator, plan_path)
+        report = verify_migration(vault, operator, plan_path).to_json()
+        console.print(f"plan: {plan.totals['units']} messages, {plan.totals['results']} results; "
+                      f"run: {counts['new']} new patients, {counts['new'] + counts['stored']} "
+                      f"messages stored, {counts['quarantined']} quarantined; verify: "
+                      f"{report['match']}/{report['units']} match, complete={report['complete']}")
+        gone = vault.imports.erase(operator, plan.migration_id)
+        doc = vault.imports.certificate(operator, plan.migration_id, datetime.now(UTC))
+        console.print(f"staging key destroyed: {gone.key_destroyed}; certificate signed by key "
+                      f"{doc['key_id']}; the clear export is deleted with its folder")
+
+
 @app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data-dir", "-d")] = DEMO_DIR,
     patients: Annotated[int, typer.Option(min=10)] = 3000,
     seed: int = 2021,
 ) -> None:
-    """Create a vault, load synthetic patients, find one by NIR, show it, check for leaks."""
+    """Create a vault, load synthetic patients, find one by NIR, show it, migrate a legacy
+    export, check for leaks."""
     if data_dir.exists():
         if not data_dir.is_dir() or (any(data_dir.iterdir())
                                      and not (data_dir / DEMO_MARKER).is_file()):
@@ -307,7 +334,9 @@ def demo(
             console.print(f"NIR lookup: {len(ids)} match in "
                           f"{(time.perf_counter() - started) * 1000:.2f} ms")
             _show(vault.get_record(operator, ids[0]))
-            console.rule("4. leak check: any plaintext on disk?")
+            console.rule("4. migrate a legacy HL7 v2 export: plan, run, verify, certify, erase")
+            _demo_migration(vault, max(patients // 6, 5), seed + 1)
+            console.rule("5. leak check: any plaintext on disk (staging included)?")
             report = run_leak_check(vault, settings, local_operator("demo leak check"))
             _print_report(report)
         finally:
