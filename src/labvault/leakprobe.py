@@ -54,6 +54,7 @@ def record_needles(record: PatientRecord) -> Iterator[Needle]:
             for c in r.comments:
                 yield from text_needles("comment", c.text)
             for a in r.attachments:
+                yield from text_needles("attachment", a.name)
                 if a.media_type.startswith("text/"):
                     head = a.content[:200].decode("utf-8", "replace").splitlines()
                     if head and head[0].strip():

@@ -7,11 +7,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+from sqlalchemy import select
+
 from labvault import Settings, Vault, ingest
 from labvault.domain.records import PatientRecord
 from labvault.leakcheck import LeakScanner, text_needles
 from labvault.leakprobe import storage_locations
 from labvault.migrate import certificate, make_plan, run, verify
+from labvault.store.tables import migration_report
 from labvault.synthetic import SyntheticLab
 
 
@@ -63,6 +66,10 @@ def test_attached_reports_are_stored_sealed_and_verified(tmp_path: Path, clock, 
                 [(name, "text/plain", text)]
         report = verify(vault, operator, plan_path)
         assert report.complete and report.count("quarantined") == 1
+        with vault._records.engine.connect() as conn:
+            stored = " ".join(r.body for r in conn.execute(select(migration_report)))
+        assert all(name not in stored for name in reports)  # not in the database either
+        assert str(exports) not in stored  # nor any path
         doc = json.dumps(certificate.build(vault, operator, plan_path, clock.now()))
         assert all(name not in doc for name in reports)  # names may be the patient's
         assert len(json.loads(doc)["certificate"]["sources"][0]["attachments"]) == 3

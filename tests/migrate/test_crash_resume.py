@@ -116,7 +116,8 @@ def test_a_second_run_and_an_erasure_are_refused_while_a_run_holds_the_lock(tmp_
     try:
         operator = local_operator("lock test")
         mid = uuid.uuid4()
-        vault.imports.begin(operator, mid, b'{"sources": []}', datetime.now(UTC) + timedelta(days=1))
+        plan = b'{"created_at": "2026-01-01T00:00:00+00:00", "created_by": "t", "sources": []}'
+        vault.imports.begin(operator, mid, plan, datetime.now(UTC) + timedelta(days=1))
         with vault.imports.exclusive(mid):
             with pytest.raises(MigrationBusy), vault.imports.exclusive(mid):
                 pass

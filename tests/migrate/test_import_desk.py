@@ -23,7 +23,9 @@ from labvault.ingest.base import Parsed, Position, Rejected
 from labvault.store.tables import import_unit, lab_order, quarantine
 from labvault.synthetic import SyntheticLab
 
-PLAN = json.dumps({"labvault_plan": 1, "sources": [{"index": 0, "units": 0}]}).encode()
+PLAN = json.dumps({"labvault_plan": 1, "created_at": "2026-03-02T08:30:00+00:00", "created_by": "t",
+                   "sources": [{"index": 0, "name": "x.hl7", "format": "hl7v2", "size": 0,
+                                "sha256": "", "units": 0}]}).encode()
 
 
 def units_from(records, name="export.hl7", start=1):

@@ -19,7 +19,9 @@ from labvault.migrate import attachments, certificate, make_plan, run, verify
 from labvault.synthetic import SyntheticLab
 from labvault.vault import imports as desk_module
 
-PLAN = json.dumps({"labvault_plan": 1, "sources": [{"index": 0, "units": 0}]}).encode()
+PLAN = json.dumps({"labvault_plan": 1, "created_at": "2026-03-02T08:30:00+00:00", "created_by": "t",
+                   "sources": [{"index": 0, "name": "x.hl7", "format": "hl7v2", "size": 0,
+                                "sha256": "", "units": 0}]}).encode()
 
 
 @pytest.fixture

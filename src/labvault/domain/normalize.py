@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labvault.domain.records import Patient
 
 _SEPARATORS = re.compile(r"[\s\-'’‐‑.,_]+")
 _NIR_NOISE = re.compile(r"[\s.\-]+")
@@ -39,3 +43,10 @@ def normalize_nir(nir: str) -> str:
 def name_birth_key(last_name: str, birth_date: date) -> str:
     """The value indexed for "last name + birth date" searches."""
     return f"{normalize_name(last_name)}|{birth_date.isoformat()}"
+
+
+def patient_nir(patient: Patient) -> str | None:
+    """A patient's NIR, compact: the NIR field, else an INS whose matricule is a NIR."""
+    ins = patient.ins
+    nir = patient.nir or (ins.matricule if ins is not None and ins.oid.is_nir_based else None)
+    return normalize_nir(nir) if nir else None

@@ -22,9 +22,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
+from zoneinfo import ZoneInfo
 
 from labvault.domain.records import Masked, PatientRecord
 from labvault.errors import InvalidRecord
+
+PARIS = ZoneInfo("Europe/Paris")  # the zone of French formats' times without an offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,5 +115,5 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-__all__ = ["Anomaly", "Parsed", "Position", "ReadStats", "Reader", "Rejected", "Unit",
+__all__ = ["PARIS", "Anomaly", "Parsed", "Position", "ReadStats", "Reader", "Rejected", "Unit",
            "Writer", "sha256"]

@@ -57,7 +57,6 @@ import re
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from labvault.domain.normalize import normalize_nir
 from labvault.domain.records import (
@@ -79,12 +78,11 @@ from labvault.domain.records import (
 )
 from labvault.errors import InvalidRecord
 from labvault.ingest import fhir_write as w
-from labvault.ingest.base import Anomaly
+from labvault.ingest.base import PARIS, Anomaly
 
 if TYPE_CHECKING:
     from labvault.ingest.fhir_stream import Lookup, _Entry
 
-PARIS = ZoneInfo("Europe/Paris")
 SHARED_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
 CLINICAL_TYPES = frozenset({"Observation", "DiagnosticReport", "ServiceRequest", "Coverage"})
 SEXES = {"male": Sex.MALE, "female": Sex.FEMALE, "other": Sex.OTHER, "unknown": Sex.UNKNOWN}

@@ -25,7 +25,6 @@ import re
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import BinaryIO
-from zoneinfo import ZoneInfo
 
 from labvault.domain.records import (
     InsOid,
@@ -36,10 +35,10 @@ from labvault.domain.records import (
     Result,
     ResultStatus,
 )
+from labvault.ingest.base import PARIS
 
 __all__ = ["write"]
 
-PARIS = ZoneInfo("Europe/Paris")
 VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 INS_AUTHORITIES = {InsOid.NIR: "ASIP-SANTE-INS-NIR", InsOid.NIA: "ASIP-SANTE-INS-NIA",
                    InsOid.TEST_NIR: "ASIP-SANTE-INS-NIR-TEST",

@@ -70,7 +70,6 @@ import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import BinaryIO, NamedTuple
-from zoneinfo import ZoneInfo
 
 from stdnum import luhn
 
@@ -88,12 +87,11 @@ from labvault.domain.records import (
     Sex,
 )
 from labvault.errors import InvalidRecord
-from labvault.ingest.base import Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import PARIS, Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
 from labvault.ingest.hprim_medecin_write import write
 
 __all__ = ["NOT_CARRIED", "PARIS", "read", "sniff", "write"]
 
-PARIS = ZoneInfo("Europe/Paris")
 NOT_CARRIED: frozenset[str] = frozenset({
     "patient.birth_name", "patient.ins", "patient.birth_place", "patient.phone", "patient.email",
     "patient.mandatory_insurance", "patient.complementary_insurance",

@@ -20,13 +20,12 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from html.entities import codepoint2name
 from typing import BinaryIO
-from zoneinfo import ZoneInfo
 
 from labvault.domain.records import Order, Patient, PatientRecord, Prescriber, Result, ResultStatus
+from labvault.ingest.base import PARIS
 
 __all__ = ["write"]
 
-PARIS = ZoneInfo("Europe/Paris")
 _MARKERS = ("****FIN****", "****FINFICHIER****", "****LAB****")
 _STATUS = {ResultStatus.FINAL: "F", ResultStatus.PRELIMINARY: "R", ResultStatus.CORRECTED: "C",
            ResultStatus.CANCELLED: "X"}

@@ -24,11 +24,10 @@ import string
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import BinaryIO
-from zoneinfo import ZoneInfo
 
 from labvault.domain.records import Comment, Order, Patient, PatientRecord, Result
+from labvault.ingest.base import PARIS
 
-PARIS = ZoneInfo("Europe/Paris")
 DEFAULT_DELIMITERS = "|~^\\&"
 VERSIONS = ("H2.0", "H2.1", "H2.2", "H2.3", "H2.4", "H2.5")
 ENCODINGS = ("iso-8859-1", "cp1252", "utf-8")

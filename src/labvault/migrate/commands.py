@@ -33,10 +33,6 @@ Format = Annotated[str | None, typer.Option("--format", "-f",
                                             help=f"One of {', '.join(ingest.FORMATS)}.")]
 
 
-def _operator(purpose: str):
-    return local_operator(purpose)
-
-
 @migrate_app.command("plan")
 def plan_cmd(
     sources: Annotated[list[Path], typer.Argument(help="Source export files.")],
@@ -52,7 +48,7 @@ def plan_cmd(
         total = sum(p.stat().st_size for p in sources if p.is_file())
         with progress_bar() as bar:
             task = bar.add_task("reading sources", total=total)
-            plan = make_plan(sources, created_by=_operator("migration plan").actor_id,
+            plan = make_plan(sources, created_by=local_operator("migration plan").actor_id,
                              now=datetime.now(UTC), fmt=fmt, mapping=mapping,
                              staging_days=staging_days, progress=lambda n: bar.advance(task, n))
         path = out or Path(f"migration-plan-{plan.migration_id.hex[:8]}.json")
@@ -100,10 +96,10 @@ def run_cmd(
                 elif what == "results":
                     bar.advance(imported, n)
 
-            counts = run_migration(vault, _operator("migration run"), plan,
+            counts = run_migration(vault, local_operator("migration run"), plan,
                                    progress=progress,
                                    batch_size=batch_size)
-            totals = vault.imports.unit_counts(_operator("migration run"), p.migration_id)
+            totals = vault.imports.unit_counts(local_operator("migration run"), p.migration_id)
     except LabvaultError as exc:
         raise fail(exc) from None
     units = {k: sum(c[k] for c in totals.values())
@@ -124,7 +120,7 @@ def verify_cmd(plan: PlanArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         p = load_plan(plan)
         with open_vault(data_dir) as vault, progress_bar() as bar:
             task = bar.add_task("reconciling units", total=p.totals["units"])
-            report = verify_migration(vault, _operator("migration verification"), plan,
+            report = verify_migration(vault, local_operator("migration verification"), plan,
                                       progress=lambda n: bar.advance(task, n))
     except LabvaultError as exc:
         raise fail(exc) from None
@@ -163,7 +159,7 @@ def certificate_cmd(
     try:
         p = load_plan(plan)
         with open_vault(data_dir) as vault:
-            doc = certificate.build(vault, _operator("migration certificate"), plan,
+            doc = certificate.build(vault, local_operator("migration certificate"), plan,
                                     datetime.now(UTC))
     except LabvaultError as exc:
         raise fail(exc) from None
@@ -206,7 +202,7 @@ def erase_cmd(
             typer.confirm(f"Erase the staging area of migration {p.migration_id}? Verification "
                           "will no longer be possible.", abort=True)
         with open_vault(data_dir) as vault:
-            gone = vault.imports.erase(_operator("migration staging erasure"), p.migration_id)
+            gone = vault.imports.erase(local_operator("migration staging erasure"), p.migration_id)
     except LabvaultError as exc:
         raise fail(exc) from None
     console.print(f"staging area erased at {gone.erased_at:%Y-%m-%d %H:%M:%S} UTC: key destroyed "
@@ -220,7 +216,7 @@ def status_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Every migration's staging area, its size and its erasure deadline."""
     try:
         with open_vault(data_dir) as vault:
-            infos = vault.imports.migrations(_operator("migration status"))
+            infos = vault.imports.migrations(local_operator("migration status"))
     except LabvaultError as exc:
         raise fail(exc) from None
     t = Table(title="migrations")
@@ -242,7 +238,7 @@ def quarantine_cmd(plan: PlanArg, data_dir: DataDir = DEFAULT_DATA_DIR,
         p = load_plan(plan)
         names = {s.index: s.name for s in p.sources}
         with open_vault(data_dir) as vault:
-            entries = vault.imports.quarantine(_operator("quarantine review"), p.migration_id)
+            entries = vault.imports.quarantine(local_operator("quarantine review"), p.migration_id)
             t = Table(title=f"quarantine of migration {p.migration_id}")
             for col in ("file", "unit", "line", "segment", "field", "reason"):
                 t.add_column(col)
@@ -279,7 +275,7 @@ def export_patient(
     try:
         writer = ingest.writer_for(fmt)
         with open_vault(data_dir) as vault:
-            record = vault.get_record(_operator(purpose), pid)
+            record = vault.get_record(local_operator(purpose), pid)
         with _private_file(out) as f:
             if fmt == "fhir":  # one Bundle, values written exactly as stored
                 writer([record], f, ndjson=False, indent=2)
@@ -302,7 +298,7 @@ def export_all(
     try:
         writer = ingest.writer_for(fmt)
         with open_vault(data_dir) as vault, progress_bar() as bar, _private_file(out) as f:
-            principal = _operator(purpose)
+            principal = local_operator(purpose)
             task = bar.add_task("exporting patients", total=vault.count_patients(principal))
             writer(vault.iter_records(principal, progress=lambda n: bar.advance(task, n)), f)
     except LabvaultError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault import ingest
+from labvault.domain.normalize import patient_nir
 from labvault.domain.validation import validate_record
 from labvault.errors import ConfigurationError, InvalidRecord
 from labvault.ingest.base import Reader, ReadStats, Rejected, Unit
@@ -152,7 +153,7 @@ def _bump(src: SourcePlan, key: str, position: str, field_: str, reason: str) ->
 def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> set[str]:
     """Fold a file's units into its plan entry: counts, dates, anomalies. Returns the names of
     the attached report files its results point to."""
-    patients: set[str] = set()
+    patients: set[object] = set()
     files: set[str] = set()
     first = last = None
     for u in units:
@@ -174,9 +175,7 @@ def inventory(src: SourcePlan, units: Iterator[Unit], seen: set[bytes]) -> set[s
                   "identical to an earlier unit")
         seen.add(u.source_sha256)
         p = rec.patient
-        patients.add(hashlib.sha256(
-            f"{u.source_patient_id or ''}|{p.nir or ''}|{p.last_name}|{p.birth_date}".encode()
-        ).hexdigest()[:16])
+        patients.add(patient_nir(p) or u.source_patient_id or (p.last_name, p.birth_date))
         src.orders += len(rec.orders)
         files.update(attachments.referenced(rec))
         for o in rec.orders:

@@ -46,6 +46,7 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
     counts: Counter[str] = Counter()
     for src in plan.sources:
         reader = source_reader(src)
+        files = src.attachment_index
         skip = done.get(src.index, 0)
         if skip >= src.units:
             continue
@@ -55,7 +56,7 @@ def _run(vault: Vault, principal: Principal, plan: Plan, progress: Progress | No
             for unit in reader(stream, src.name):
                 if unit.seq <= skip:
                     continue
-                batch.append(attachments.attach(unit, src.attachment_index, read))
+                batch.append(attachments.attach(unit, files, read))
                 if len(batch) >= batch_size:
                     _flush(vault, principal, plan, src.index, batch, counts, progress)
             if batch:

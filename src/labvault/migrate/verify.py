@@ -68,11 +68,12 @@ def verify(vault: Vault, principal: Principal, plan_path: Path, *,
     session = desk.verification(principal, mid)
     for src in plan.sources:
         reader = source_reader(src)
+        files = src.attachment_index
         read = staged_reader(vault, principal, plan, Permission.MIGRATION_VERIFY)
         batch: list[ingest.Unit] = []
         with desk.open_staged(principal, mid, src.index, Permission.MIGRATION_VERIFY) as stream:
             for unit in reader(stream, src.name):
-                batch.append(attachments.attach(unit, src.attachment_index, read))
+                batch.append(attachments.attach(unit, files, read))
                 if len(batch) >= BATCH:
                     session.check(src.index, batch)
                     if progress:

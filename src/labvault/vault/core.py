@@ -41,7 +41,7 @@ from labvault.crypto.envelope import (
 )
 from labvault.crypto.keys import KeyProvider, LocalKeyFile
 from labvault.crypto.signing import Signer
-from labvault.domain.normalize import name_birth_key, normalize_nir
+from labvault.domain.normalize import name_birth_key, normalize_nir, patient_nir
 from labvault.domain.records import Attachment, Comment, Order, Patient, PatientRecord, Result
 from labvault.domain.validation import validate_record
 from labvault.errors import AccessDenied, KeyUnavailable, NotFound, StoreError
@@ -216,9 +216,9 @@ class Vault:
     def _seal_patient(self, p: Patient, cipher: FieldCipher, now: Any, batch: RowBatch) -> None:
         pid = p.id
         row = _seal(cipher, "patient", pid, p, codec.PATIENT)
-        nir = p.nir or (p.ins.matricule if p.ins is not None and p.ins.oid.is_nir_based else None)
+        nir = patient_nir(p)
         row.update(id=pid, created_at=now,
-                   nir_bidx=self._nir_index.compute(normalize_nir(nir)) if nir else None,
+                   nir_bidx=self._nir_index.compute(nir) if nir else None,
                    name_birth_bidx=self._name_index.compute(name_birth_key(p.last_name,
                                                                            p.birth_date)))
         batch.patients.append(row)

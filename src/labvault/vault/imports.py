@@ -35,7 +35,7 @@ from labvault.crypto.envelope import (
     new_data_key,
 )
 from labvault.crypto.signing import Signer
-from labvault.domain.normalize import normalize_name, normalize_nir
+from labvault.domain.normalize import normalize_name, patient_nir
 from labvault.domain.records import Order, Patient, Sex
 from labvault.domain.validation import validate_record
 from labvault.errors import (
@@ -98,11 +98,6 @@ def _first(names: str | None) -> str | None:
     return parts[0] if parts else None
 
 
-def _nir_of(p: Patient) -> str | None:
-    nir = p.nir or (p.ins.matricule if p.ins is not None and p.ins.oid.is_nir_based else None)
-    return normalize_nir(nir) if nir else None
-
-
 def identity_conflict(stored: Patient, incoming: Patient) -> str | None:
     """The first identity field on which two records of "the same" patient disagree."""
     if stored.birth_date != incoming.birth_date:
@@ -115,7 +110,7 @@ def identity_conflict(stored: Patient, incoming: Patient) -> str | None:
         return "patient.first_names"
     if Sex.UNKNOWN not in (stored.sex, incoming.sex) and stored.sex != incoming.sex:
         return "patient.sex"
-    na, nb = _nir_of(stored), _nir_of(incoming)
+    na, nb = patient_nir(stored), patient_nir(incoming)
     if na and nb and na != nb:
         return "patient.nir"
     return None
@@ -218,7 +213,7 @@ class ImportDesk(StagingArea):
             except InvalidRecord as e:
                 to_quarantine(u.seq, u.position, e.field, e.reason, content)
                 continue
-            nir = _nir_of(u.record.patient)
+            nir = patient_nir(u.record.patient)
             accepted.append((u, content, self._digest(content),
                              v._nir_index.compute(nir) if nir else None,
                              self._code(migration_id, u.source_patient_id)
@@ -389,11 +384,6 @@ class ImportDesk(StagingArea):
                 ref = f"{migration_id.hex}/{r.file_index}/{r.seq}"
                 raw = Secret(scipher.open("quarantine", "raw", ref, r.raw))
             yield QuarantineEntry(r.file_index, r.seq, r.line, r.segment, r.field, r.reason, raw)
-
-    def quarantine_summary(self, principal: Principal,
-                           migration_id: uuid.UUID) -> list[tuple[str, str, int]]:
-        self._v._authorize(principal, P.MIGRATION_READ)
-        return self._store.quarantine_summary(migration_id)
 
     def finish_run(self, principal: Principal, migration_id: uuid.UUID) -> dict[int, Counter[str]]:
         """Mark the import done and record the units' outcomes as the vault counts them."""

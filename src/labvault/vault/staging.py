@@ -100,7 +100,7 @@ class StagingArea:
             v._keystore.insert_staging(migration_id, version, wrapped, now)
         self._store.create_migration(migration_id, plan_sha256, now, principal.actor_id, deadline)
         self._store.add_report(migration_id, "plan", now, principal.actor_id,
-                               json.dumps(plan_doc, sort_keys=True))
+                               json.dumps(_recorded_plan(plan_doc), sort_keys=True))
         return self.info(principal, migration_id)
 
     @contextmanager
@@ -277,6 +277,24 @@ class StagingArea:
                 except MigrationBusy:
                     continue
         return done
+
+
+def _recorded_plan(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the vault keeps of a plan: counts and digests. No paths, and attached reports by
+    size and digest only (their names are often the patient's)."""
+    try:
+        return {
+            "created_at": doc["created_at"], "created_by": doc["created_by"],
+            "sources": [{"index": int(s["index"]), "name": s["name"], "format": s["format"],
+                         "size": s["size"], "sha256": s["sha256"], "units": int(s["units"]),
+                         "attachments": [{"index": a["index"], "size": a["size"],
+                                          "sha256": a["sha256"]}
+                                         for a in s.get("attachments", [])]}
+                        for s in doc["sources"]],
+        }
+    except (KeyError, TypeError, ValueError):
+        raise ConfigurationError("the plan lacks its sources' names, sizes, digests or "
+                                 "counts") from None
 
 
 def _aware(ts: datetime) -> datetime:
