@@ -123,6 +123,10 @@ def test_a_second_run_and_an_erasure_are_refused_while_a_run_holds_the_lock(tmp_
                 pass
             with pytest.raises(MigrationBusy):
                 vault.imports.erase(operator, mid)
+        other = uuid.uuid4()
+        with vault.imports.importing(mid), pytest.raises(MigrationBusy, match="another migration"), \
+                vault.imports.importing(other):
+            pass
         assert vault.imports.erase(operator, mid).key_destroyed
     finally:
         vault.close()

@@ -28,7 +28,7 @@ def run(vault: Vault, principal: Principal, plan_path: Path, *,
         progress: Progress | None = None, batch_size: int = BATCH) -> Counter[str]:
     """Stage and import every source of the plan; returns the counts of this run."""
     plan = load_plan(plan_path)
-    with vault.imports.exclusive(plan.migration_id):
+    with vault.imports.importing(plan.migration_id):
         return _run(vault, principal, plan, progress, batch_size)
 
 

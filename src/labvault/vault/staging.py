@@ -104,18 +104,31 @@ class StagingArea:
         return self.info(principal, migration_id)
 
     @contextmanager
-    def exclusive(self, migration_id: uuid.UUID, *, wait: bool = False) -> Iterator[None]:
+    def exclusive(self, migration_id: uuid.UUID) -> Iterator[None]:
         """Hold the migration's lock: one run at a time, and no erasure during a run."""
+        with self._lock(f"{migration_id.hex}.lock", "this migration is running in another "
+                                                    "process"):
+            yield
+
+    @contextmanager
+    def importing(self, migration_id: uuid.UUID) -> Iterator[None]:
+        """The locks of a run: its migration's, and the vault's import lock, so that two
+        migrations never match and create the same patients at the same time."""
+        with self.exclusive(migration_id), self._lock("imports.lock", "another migration is "
+                                                                       "importing into this vault"):
+            yield
+
+    @contextmanager
+    def _lock(self, name: str, busy: str) -> Iterator[None]:
         if self._staging_dir is None:
             raise ConfigurationError("this vault has no staging directory")
         self._staging_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._staging_dir / f"{migration_id.hex}.lock", os.O_RDWR | os.O_CREAT,
-                     0o600)
+        fd = os.open(self._staging_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise MigrationBusy("this migration is running in another process") from None
+                raise MigrationBusy(busy) from None
             yield
         finally:
             os.close(fd)
