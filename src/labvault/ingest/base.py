@@ -28,6 +28,7 @@ from labvault.domain.records import Masked, PatientRecord
 from labvault.errors import InvalidRecord
 
 PARIS = ZoneInfo("Europe/Paris")  # the zone of French formats' times without an offset
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,5 +116,27 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-__all__ = ["PARIS", "Anomaly", "Parsed", "Position", "ReadStats", "Reader", "Rejected", "Unit",
-           "Writer", "sha256"]
+def source_name(name: str) -> str:
+    """The file name given to a reader without any directory ("/" or "\\" separated)."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+_LINE_END_LABELS: dict[str | bytes, str] = {
+    b"\r\n": "CRLF", b"\n": "LF", b"\r": "CR", "CRLF": "CRLF", "LF": "LF", "CR": "CR"}
+
+
+def line_ending_label(seen: Iterable[str | bytes]) -> str | None:
+    """`ReadStats.line_ending` from the line ends seen in a file: "CRLF", "LF", "CR", "mixed"
+    or None when there was none.
+
+    ``seen`` holds labels ("CRLF", "LF", "CR") or the ends themselves (b"\\r\\n"...); anything
+    else is ignored. Every item counts as seen: filter out zero counts before passing keys.
+    """
+    kinds = {_LINE_END_LABELS[k] for k in seen if k in _LINE_END_LABELS}
+    if len(kinds) > 1:
+        return "mixed"
+    return kinds.pop() if kinds else None
+
+
+__all__ = ["BOM", "PARIS", "Anomaly", "Parsed", "Position", "ReadStats", "Reader", "Rejected",
+           "Unit", "Writer", "line_ending_label", "sha256", "source_name"]

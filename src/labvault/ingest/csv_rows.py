@@ -81,7 +81,18 @@ from labvault.domain.records import (
     ResultStatus,
 )
 from labvault.errors import ConfigurationError, InvalidRecord
-from labvault.ingest.base import Parsed, Position, Reader, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import (
+    BOM,
+    Parsed,
+    Position,
+    Reader,
+    ReadStats,
+    Rejected,
+    Unit,
+    line_ending_label,
+    sha256,
+    source_name,
+)
 from labvault.ingest.csv_mapping import (
     REQUIRED,
     CsvMapping,
@@ -94,7 +105,6 @@ from labvault.ingest.csv_mapping import (
 NOT_CARRIED: frozenset[str] = frozenset()
 MAX_BLOCK_ROWS = 2000
 MAX_LINE_BYTES = 1 << 20
-_BOM = b"\xef\xbb\xbf"
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _ERRORS = (InvalidRecord, ValueError, KeyError, IndexError, TypeError, OverflowError)
 # Cells that do not make their group exist on their own (columns often filled on every row).
@@ -145,7 +155,7 @@ def _rows(stream: BinaryIO, mapping: CsvMapping, stats: ReadStats) -> Iterator[_
     def lines() -> Iterator[str]:
         for number, raw in enumerate(_physical_lines(stream)):
             consumed.append(raw)
-            if number == 0 and raw.startswith(_BOM):
+            if number == 0 and raw.startswith(BOM):
                 if encoding == "utf-8":
                     stats.encoding, raw = "utf-8-sig", raw[3:]
                 else:
@@ -179,8 +189,7 @@ def _rows(stream: BinaryIO, mapping: CsvMapping, stats: ReadStats) -> Iterator[_
         consumed.clear()
         bad[0] = False
         yield row
-    kinds = [k for k, e in (("CRLF", b"\r\n"), ("LF", b"\n"), ("CR", b"\r")) if ends[e]]
-    stats.line_ending = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None)
+    stats.line_ending = line_ending_label(ends)  # keys: row ends, or a last row's last byte
 
 
 class _Plan:
@@ -414,7 +423,7 @@ def _read(mapping: CsvMapping, stream: BinaryIO, name: str, stats: ReadStats | N
     stats = stats if stats is not None else ReadStats()
     stats.encoding = mapping.encoding
     stats.notes += [f"mapping {mapping.name}", f"delimiter {mapping.delimiter!r}"]
-    fname = name.replace("\\", "/").rsplit("/", 1)[-1]
+    fname = source_name(name)
     plan = None if mapping.header else _Plan(mapping, None, stats)
     block: _Block | None = None
     seq = 0
@@ -478,7 +487,7 @@ def check_header(mapping: CsvMapping, head: bytes) -> None:
 
 def sniff(head: bytes) -> bool:
     """True when the first line is the header of the flat layout (comma-separated)."""
-    head = head[:4096].removeprefix(_BOM)
+    head = head[:4096].removeprefix(BOM)
     first = re.split(rb"[\r\n]", head, maxsplit=1)[0].decode("utf-8", "replace")
     cells = [c.strip().strip('"').casefold() for c in first.split(",")]
     expected = [str(s.column).casefold() for s in flat_mapping().fields[:6]]

@@ -47,11 +47,10 @@ Not carried / limits
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePath
 from typing import BinaryIO
 
 from labvault.ingest import fhir_write as w  # noqa: F401  (re-exported: callers use fhir.w.*)
-from labvault.ingest.base import Parsed, ReadStats, Rejected
+from labvault.ingest.base import BOM, Parsed, ReadStats, Rejected, source_name
 from labvault.ingest.fhir_stream import _Reader
 from labvault.ingest.fhir_write import bundle_for, write
 
@@ -60,13 +59,13 @@ NOT_CARRIED: frozenset[str] = frozenset()
 
 def sniff(head: bytes) -> bool:
     """A JSON object (after an optional BOM and blanks) naming a resourceType early on."""
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    text = head.removeprefix(BOM).lstrip()
     return text.startswith(b"{") and b'"resourceType"' in text[:4096]
 
 
 def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterator[Parsed | Rejected]:
     """Stream the units of a FHIR R4 JSON Bundle file or NDJSON file (see the module docstring)."""
-    return _Reader(stream, PurePath(name).name, stats if stats is not None else ReadStats()).run()
+    return _Reader(stream, source_name(name), stats if stats is not None else ReadStats()).run()
 
 
 __all__ = ["NOT_CARRIED", "bundle_for", "read", "sniff", "write"]

@@ -37,7 +37,17 @@ from fhirclient.models.fhirelementfactory import FHIRElementFactory
 
 from labvault.domain.records import PatientRecord
 from labvault.errors import InvalidRecord
-from labvault.ingest.base import Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import (
+    BOM,
+    Anomaly,
+    Parsed,
+    Position,
+    ReadStats,
+    Rejected,
+    Unit,
+    line_ending_label,
+    sha256,
+)
 from labvault.ingest.fhir_map import CLINICAL_TYPES, PARIS, SHARED_TYPES, _Mapper, _Num
 
 BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "searchset", "document"})
@@ -346,7 +356,7 @@ class _Reader:
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
         for n, raw in enumerate(self.stream, 1):
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            if n == 1 and raw.startswith(BOM):
                 raw = raw[3:]
                 self.stats.notes.append("UTF-8 BOM")
             if raw.endswith(b"\r\n"):
@@ -408,8 +418,7 @@ class _Reader:
             self.stats.notes.append(f"{blanks} blank lines skipped")
         if self.early_shared:
             self.stats.notes.append(f"{self.early_shared} shared resources before any Patient")
-        ends = [k for k, v in self.endings.items() if v]
-        self.stats.line_ending = ends[0] if len(ends) == 1 else "mixed" if ends else None
+        self.stats.line_ending = line_ending_label(k for k, v in self.endings.items() if v)
 
     def whole(self, data: bytes) -> Iterator[Unit]:
         """A pretty-printed JSON document: loaded whole (see :mod:`labvault.ingest.fhir`)."""

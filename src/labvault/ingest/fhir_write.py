@@ -28,6 +28,7 @@ from labvault.domain.records import (
     Result,
     ResultStatus,
 )
+from labvault.ingest.base import BOM
 
 # --- code systems, identifier systems and extension URLs --------------------------------------
 LOINC = "http://loinc.org"
@@ -341,7 +342,7 @@ def write(records: Iterable[PatientRecord], out: BinaryIO, *, ndjson: bool = Tru
     """
     nl = b"\r\n" if crlf else b"\n"
     if bom:
-        out.write(b"\xef\xbb\xbf")
+        out.write(BOM)
     numbers = _Numbers()
     if not ndjson:
         builder = numbers.builder(bundle_refs=True, shared=set())

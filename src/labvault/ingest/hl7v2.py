@@ -51,7 +51,18 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from labvault.errors import InvalidRecord
-from labvault.ingest.base import Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import (
+    BOM,
+    Anomaly,
+    Parsed,
+    Position,
+    ReadStats,
+    Rejected,
+    Unit,
+    line_ending_label,
+    sha256,
+    source_name,
+)
 from labvault.ingest.hl7v2_fields import _FINESS, _Ctx, _err, _group
 from labvault.ingest.hl7v2_syntax import (
     _c,
@@ -111,7 +122,7 @@ class _Message:
 class _Reader:
     def __init__(self, stream: BinaryIO, name: str, stats: ReadStats) -> None:
         self.stream, self.stats = stream, stats
-        self.fname = name.replace("\\", "/").rsplit("/", 1)[-1]
+        self.fname = source_name(name)
         self.seqs = itertools.count(1)
         self.messages = 0
         self.number = 0  # non-empty lines seen so far
@@ -161,7 +172,7 @@ class _Reader:
         """The region's non-empty lines (framing removed), counting line ends and MLLP bytes."""
         if self.first_region:
             self.first_region = False
-            if region.startswith(b"\xef\xbb\xbf"):
+            if region.startswith(BOM):
                 region = region[3:]
                 self.notes["byte order mark"] = None
                 self.encodings["utf-8"] = None
@@ -208,7 +219,7 @@ class _Reader:
                     yield from self._message(pending)
                 pending, lead = _Message(region, lead, lines, first_line, self.mllp_open), b""
             elif (name in _ENVELOPE and not lines[0][3:4].isalnum()
-                  and region.lstrip(b"\xef\xbb\xbf\x0b")[:3] == name):
+                  and region.lstrip(BOM + b"\x0b")[:3] == name):
                 self.notes["batch envelope"] = None
                 self.names[name] += 1
                 head, rest = _split_first_line(region)
@@ -346,8 +357,7 @@ class _Reader:
             st.notes.append("character sets: " + ", ".join(labels))
         st.encoding = (labels[0] if len(labels) == 1 else "mixed" if labels
                        else "ascii" if self.encodings else None)
-        ends = list(self.ends)
-        st.line_ending = ends[0] if len(ends) == 1 else "mixed" if ends else None
+        st.line_ending = line_ending_label(self.ends)  # keys, even a count summed to 0
         st.version = ", ".join(self.versions) or None
         st.segments.update({k.decode("ascii"): v for k, v in self.names.items()
                             if _SEGMENT_NAME.fullmatch(k) or k in _OWN_COUNTS})
@@ -382,7 +392,7 @@ def _explain(e: Exception) -> tuple[str, str, str | None]:
 def sniff(head: bytes) -> bool:
     """True when the first bytes hold an MSH (or FHS/BHS) segment with its delimiters."""
     head = head[:4096]
-    if head.startswith(b"\xef\xbb\xbf"):
+    if head.startswith(BOM):
         head = head[3:]
     return _SNIFF.search(head) is not None
 

@@ -14,6 +14,7 @@ import functools
 import re
 
 from labvault.errors import InvalidRecord
+from labvault.ingest.base import BOM
 
 _C1 = re.compile(rb"[\x80-\x9f]")
 _DIGITS = re.compile(r"[0-9]+")
@@ -171,7 +172,7 @@ def _nonblank(raw_lines: list[bytes]) -> list[bytes]:
     """Segments: lines without their ends and MLLP framing bytes, empty ones left out."""
     out = []
     for i, line in enumerate(_contents([r.rstrip(b"\r\n") for r in raw_lines])):
-        if i == 0 and line.startswith(b"\xef\xbb\xbf"):
+        if i == 0 and line.startswith(BOM):
             line = line[3:]
         if line and not line.isspace():
             out.append(line)

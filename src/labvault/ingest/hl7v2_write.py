@@ -35,7 +35,7 @@ from labvault.domain.records import (
     Result,
     ResultStatus,
 )
-from labvault.ingest.base import PARIS
+from labvault.ingest.base import BOM, PARIS
 
 __all__ = ["write"]
 
@@ -256,7 +256,7 @@ def write(records: Iterable[PatientRecord], out: BinaryIO, *, version: str = "2.
     eol = terminator.decode("ascii")
     mllp = framing == "mllp"
     start, end = ("\x0b", "\x1c\r") if mllp and not batch else ("", "")
-    head = b"\xef\xbb\xbf" if bom else b""
+    head = BOM if bom else b""
     if batch:
         env = opt.sender or ""
         text = (("\x0b" if mllp else "") + _msh("F1", env, opt, "FHS") + eol

@@ -87,7 +87,19 @@ from labvault.domain.records import (
     Sex,
 )
 from labvault.errors import InvalidRecord
-from labvault.ingest.base import PARIS, Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import (
+    BOM,
+    PARIS,
+    Anomaly,
+    Parsed,
+    Position,
+    ReadStats,
+    Rejected,
+    Unit,
+    line_ending_label,
+    sha256,
+    source_name,
+)
 from labvault.ingest.hprim_medecin_write import write
 
 __all__ = ["NOT_CARRIED", "PARIS", "read", "sniff", "write"]
@@ -200,7 +212,7 @@ class _Source:
             if len(content) != len(raw):
                 end = raw[len(content):]
                 ends[end] = ends.get(end, 0) + 1
-            if number == 1 and content.startswith(b"\xef\xbb\xbf"):
+            if number == 1 and content.startswith(BOM):
                 self.bom = True
                 content = content[3:]
             text = content.decode("ascii") if content.isascii() else self._decode(content)
@@ -214,8 +226,7 @@ class _Source:
             st.encoding = "utf-8"
         else:
             st.encoding = "ascii"
-        names = [{b"\r\n": "CRLF", b"\n": "LF", b"\r": "CR"}[e] for e in self.ends]
-        st.line_ending = names[0] if len(names) == 1 else "mixed" if names else None
+        st.line_ending = line_ending_label(self.ends)
 
 
 def sniff(head: bytes) -> bool:
@@ -419,7 +430,7 @@ def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterato
     """Stream the reports of an HPRIM Médecin file as `Parsed` / `Rejected` units."""
     st = stats if stats is not None else ReadStats()
     src = _Source(stream, st)
-    fname = name.replace("\\", "/").rsplit("/", 1)[-1]
+    fname = source_name(name)
     seqs = itertools.count(1)
     counts = st.segments
 

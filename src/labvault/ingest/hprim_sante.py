@@ -59,7 +59,6 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import PurePath
 from typing import BinaryIO
 
 from labvault.domain.normalize import normalize_nir
@@ -79,7 +78,18 @@ from labvault.domain.records import (
     Sex,
 )
 from labvault.errors import InvalidRecord
-from labvault.ingest.base import Anomaly, Parsed, Position, ReadStats, Rejected, Unit, sha256
+from labvault.ingest.base import (
+    BOM,
+    Anomaly,
+    Parsed,
+    Position,
+    ReadStats,
+    Rejected,
+    Unit,
+    line_ending_label,
+    sha256,
+    source_name,
+)
 from labvault.ingest.hprim_sante_write import PARIS, VERSIONS, Delimiters, valid_delimiters, write
 
 NOT_CARRIED: frozenset[str] = frozenset({
@@ -99,7 +109,6 @@ _TS = re.compile(r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(?:(\d\d)(?:(\d\d)(?:[.,](\d{1,6}
 _NUMBER = re.compile(r"[<>]?=?\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _EOL = re.compile(rb"\r\n|\r|\n")
 _C1 = re.compile(rb"[\x80-\x9f]")
-_BOM = b"\xef\xbb\xbf"
 _BLANK = b" \t\x1a"
 _CHUNK = 1 << 16
 _MAX_LINE = 1 << 20  # a longer "line" is cut: it can only be junk
@@ -116,7 +125,7 @@ _PARSE_ERRORS = (InvalidRecord, ValueError, LookupError, UnicodeError, TypeError
 
 def sniff(head: bytes) -> bool:
     """An H record with five valid delimiters opens the file (after a BOM or blank lines)."""
-    head = head[:4096].removeprefix(_BOM).lstrip(b" \t\r\n")
+    head = head[:4096].removeprefix(BOM).lstrip(b" \t\r\n")
     line = _EOL.split(head, maxsplit=1)[0][:7]
     if len(line) < 6 or not line.isascii() or line[:1] != b"H":
         return False
@@ -197,7 +206,7 @@ def _records(stream: BinaryIO, st: ReadStats, decode: _Decoder) -> Iterator[_Rec
         if eol:
             endings.add(eol)
         raw = content + eol
-        if n == 1 and content.startswith(_BOM):
+        if n == 1 and content.startswith(BOM):
             content = content[3:]
         if not content.strip(_BLANK):
             if pending is not None:
@@ -228,8 +237,7 @@ def _records(stream: BinaryIO, st: ReadStats, decode: _Decoder) -> Iterator[_Rec
     st.encoding = decode.name
     if decode.mixed:
         _note(st, "some lines are not valid UTF-8: read as CP1252")
-    names = {b"\r\n": "CRLF", b"\r": "CR", b"\n": "LF"}
-    st.line_ending = names[endings.pop()] if len(endings) == 1 else "mixed" if endings else None
+    st.line_ending = line_ending_label(endings)
 
 
 def _note(st: ReadStats, text: str) -> None:
@@ -356,7 +364,7 @@ def _open_message(rec: _Rec, st: ReadStats) -> _Message:
 def read(stream: BinaryIO, name: str, stats: ReadStats | None = None) -> Iterator[Unit]:
     """Stream the units of an HPRIM Santé file (see the module docstring)."""
     st = stats if stats is not None else ReadStats()
-    file = PurePath(name).name
+    file = source_name(name)
     seq = 0
     msg: _Message | None = None
     unit: _Unit | None = None
