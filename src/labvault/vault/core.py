@@ -328,17 +328,30 @@ class Vault:
         rows = self._records.load(patient_id, with_results)
         if rows is None:
             raise NotFound("patient", patient_id)
-        if rows.patient.erased_at is not None:
-            raise KeyUnavailable(f"patient {patient_id} was erased")
-        cipher = self._cipher_for(patient_id, self._keystore.get(patient_id))
-        p = Patient(id=patient_id, **_open(cipher, "patient", patient_id, rows.patient,
-                                          codec.PATIENT))
+        p, cipher = self._open_patient(patient_id, rows.patient)
         orders = _open_orders(cipher, rows.orders, rows.results, rows.comments, rows.attachments)
         return PatientRecord(p, tuple(o for _, o in orders))
 
-    def _open_orders_of(self, patient_ids: list[uuid.UUID],
-                        order_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, Order]]:
-        """Given orders (of the given patients), opened, with their positions."""
+    def _load_patient(self, patient_id: uuid.UUID) -> tuple[Patient, FieldCipher]:
+        """Identity of one patient, with the cipher of their data key (unwrapped once)."""
+        rows = self._records.load(patient_id, with_results=False)
+        if rows is None:
+            raise NotFound("patient", patient_id)
+        return self._open_patient(patient_id, rows.patient)
+
+    def _open_patient(self, patient_id: uuid.UUID, row: Any) -> tuple[Patient, FieldCipher]:
+        if row.erased_at is not None:
+            raise KeyUnavailable(f"patient {patient_id} was erased")
+        cipher = self._cipher_for(patient_id, self._keystore.get(patient_id))
+        return Patient(id=patient_id, **_open(cipher, "patient", patient_id, row,
+                                              codec.PATIENT)), cipher
+
+    def _open_orders_of(self, patient_ids: list[uuid.UUID], order_ids: list[uuid.UUID],
+                        ciphers: dict[uuid.UUID, FieldCipher] | None = None,
+                        ) -> dict[uuid.UUID, tuple[int, Order]]:
+        """Given orders (of the given patients), opened, with their positions. Ciphers already
+        at hand are used as they are; the other patients' keys are fetched in one query."""
+        ciphers = ciphers or {}
         rows = self._records.load_orders(order_ids)
         by_patient: dict[uuid.UUID, tuple[list[Any], ...]] = {
             pid: ([], [], [], []) for pid in patient_ids}
@@ -346,10 +359,10 @@ class Vault:
                                         rows.attachments)):
             for row in table_rows:
                 by_patient.setdefault(row.patient_id, ([], [], [], []))[i].append(row)
-        keys = self._keystore.get_many(list(by_patient))
+        keys = self._keystore.get_many([pid for pid in by_patient if pid not in ciphers])
         out: dict[uuid.UUID, tuple[int, Order]] = {}
         for pid, mine in by_patient.items():
-            cipher = self._cipher_for(pid, keys.get(pid))
+            cipher = ciphers.get(pid) or self._cipher_for(pid, keys.get(pid))
             for position, order in _open_orders(cipher, *mine):
                 out[order.id] = (position, order)
         return out

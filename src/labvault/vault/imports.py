@@ -160,8 +160,7 @@ class ImportDesk(StagingArea):
             self._states.move_to_end(pid)
             return state
         v = self._v
-        patient = v._load(pid, with_results=False).patient
-        cipher = v._cipher_for(pid, v._keystore.get(pid))
+        patient, cipher = v._load_patient(pid)
         state = _PatientState(cipher, patient, v._records.next_positions([pid])[pid])
         self._remember(pid, state)
         return state
@@ -311,9 +310,11 @@ class ImportDesk(StagingArea):
         v._event(principal, P.MIGRATION_VERIFY, "allowed", sorted(live), step="verify",
                  migration=str(migration_id), file=file_index, units=len(units))
         live_ids = sorted(live)
+        opened = {pid: v._load_patient(pid) for pid in live_ids}
+        patients = {pid: p for pid, (p, _) in opened.items()}
         orders = v._open_orders_of(live_ids, [o for s in stored if rows[s].patient_id in live
-                                              for o in order_ids.get(s, [])])
-        patients = {pid: v._load(pid, with_results=False).patient for pid in live_ids}
+                                              for o in order_ids.get(s, [])],
+                                   {pid: c for pid, (_, c) in opened.items()})
         known = self._store.known_digests(
             [rows[u.seq].content_digest for u in units
              if u.seq in rows and rows[u.seq].outcome == "duplicate"])
