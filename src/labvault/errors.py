@@ -5,6 +5,8 @@
     LabvaultError
     ├── InvalidRecord(field, reason, position)   bad input: names the field and where, never the value
     ├── AccessDenied(principal, permission)      the policy refused the call (deny by default)
+    │   └── StepUpRequired(permission)           a bulk operation wants a fresh second factor
+    ├── AuthenticationFailed                     wrong credentials, expired session, locked (one message)
     ├── AuditUnavailable                         the audit event could not be written: no data returned
     ├── NotFound(kind, record_id)                no such record, or it was erased
     ├── KeyFailure (base of the key failures)
@@ -42,6 +44,29 @@ class AccessDenied(LabvaultError):
         self.role = role
         self.permission = permission
         super().__init__(f"{actor} (role {role}) lacks permission {permission}")
+
+
+class StepUpRequired(AccessDenied):
+    """A bulk operation (export, many patients at once) needs a second factor proven recently."""
+
+    hint = "confirm with a fresh code from your authenticator (step-up), then retry"
+
+    def __init__(self, permission: str) -> None:
+        self.actor = ""
+        self.role = ""
+        self.permission = permission
+        LabvaultError.__init__(self, f"{permission} needs a fresh second factor (step-up)")
+
+
+class AuthenticationFailed(LabvaultError):
+    """Login, MFA, session or token refused. One message whatever the cause, so that an unknown
+    account, a wrong password and a locked account cannot be told apart. ``retry_after`` (seconds)
+    is set when throttled."""
+
+    def __init__(self, message: str = "authentication failed", retry_after: int | None = None,
+                 ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class AuditUnavailable(LabvaultError):

@@ -1,23 +1,28 @@
 """Permissions as data, deny by default. The vault checks them; adapters never do.
 
 Permission names follow ``scope:resource:action``. `POLICY` maps each role to what it may do;
-a role absent from the policy, or a permission absent from its set, is refused.
+a role absent from the policy, or a permission absent from its set, is refused. A service
+token holds explicit scopes, which can only narrow what `SERVICE_GRANTABLE` allows. The patient
+role reaches its own record only (`require` checks the record against the principal).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from labvault.access.principal import Principal, Role
-from labvault.errors import AccessDenied
+from labvault.errors import AccessDenied, StepUpRequired
 
 
 class Permission(StrEnum):
     PATIENT_CREATE = "vault:patient:create"
     PATIENT_SEARCH = "vault:patient:search"
-    PATIENT_READ = "vault:patient:read"
-    RESULT_READ = "vault:result:read"
-    PATIENT_EXPORT = "vault:patient:export"
+    PATIENT_READ = "vault:patient:read"  # identity and administrative data
+    RESULT_READ = "vault:result:read"  # orders, results, comments, attached reports
+    PATIENT_EXPORT = "vault:patient:export"  # bulk: step-up required
     PATIENT_ERASE = "vault:patient:erase"
     KEYS_ROTATE = "vault:keys:rotate"
     LEAK_CHECK = "vault:leakcheck:run"
@@ -26,6 +31,10 @@ class Permission(StrEnum):
     MIGRATION_READ = "vault:migration:read"  # status, reports, certificates: no personal data
     MIGRATION_ERASE = "vault:migration:erase"  # destroy a staging area and its key
     QUARANTINE_READ = "vault:quarantine:read"  # the quarantined units' bytes (personal data)
+    ACCOUNT_MANAGE = "access:account:manage"  # create, disable, re-enrol accounts
+    TOKEN_MANAGE = "access:token:manage"  # noqa: S105 - a permission name, issue/revoke tokens
+    AUDIT_READ = "audit:log:read"  # events, who-read reports, exports: ids, never values
+    AUDIT_VERIFY = "audit:log:verify"
 
 
 P = Permission
@@ -34,19 +43,58 @@ POLICY: dict[Role, frozenset[Permission]] = {
     Role.LOCAL_OPERATOR: frozenset(Permission),
     Role.SECRETARY: frozenset({P.PATIENT_CREATE, P.PATIENT_SEARCH, P.PATIENT_READ}),
     Role.TECHNICIAN: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ}),
-    Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ}),
-    Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE}),
-    Role.ADMIN: frozenset({P.KEYS_ROTATE}),
-    Role.PATIENT: frozenset(),
-    Role.SERVICE: frozenset(),
+    Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ,
+                               P.PATIENT_EXPORT}),
+    Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
+                         P.AUDIT_READ, P.AUDIT_VERIFY}),
+    Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.TOKEN_MANAGE, P.MIGRATION_READ}),
+    Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),
+    Role.SERVICE: frozenset(),  # only what its token's scopes grant, within SERVICE_GRANTABLE
 }
+
+# What a service token may be given: feeding and reading records one by one, never in bulk.
+SERVICE_GRANTABLE = frozenset({P.PATIENT_CREATE, P.PATIENT_SEARCH, P.PATIENT_READ,
+                               P.RESULT_READ})
+
+# Operations over more than BULK_LIMIT patients, and every export, need a second factor
+# proven within STEP_UP_WINDOW. The local operator holds the key file and is exempt.
+BULK_LIMIT = 20
+STEP_UP_WINDOW = timedelta(minutes=5)
 
 
 def allowed(principal: Principal, permission: Permission) -> bool:
-    return permission in POLICY.get(principal.role, frozenset())
+    if principal.role is Role.SERVICE:
+        return permission in SERVICE_GRANTABLE and permission in (principal.scopes or ())
+    granted = permission in POLICY.get(principal.role, frozenset())
+    if principal.scopes is not None:
+        granted = granted and permission in principal.scopes
+    return granted
 
 
-def require(principal: Principal, permission: Permission) -> None:
-    """Raise `AccessDenied` unless the principal's role grants the permission."""
-    if not allowed(principal, permission):
+def reaches(principal: Principal, patient_ids: Iterable[uuid.UUID]) -> bool:
+    """The patient role reaches its own record and nothing else."""
+    if principal.role is not Role.PATIENT:
+        return True
+    return principal.patient_id is not None and all(p == principal.patient_id
+                                                    for p in patient_ids)
+
+
+def require(principal: Principal, permission: Permission,
+            patient_ids: Iterable[uuid.UUID] = ()) -> None:
+    """Raise `AccessDenied` unless the principal's role grants the permission on the records."""
+    if not allowed(principal, permission) or not reaches(principal, list(patient_ids)):
         raise AccessDenied(principal.actor_id, principal.role, permission)
+
+
+def needs_step_up(principal: Principal, permission: Permission, count: int) -> bool:
+    return principal.role is not Role.LOCAL_OPERATOR and (
+        permission is Permission.PATIENT_EXPORT or count > BULK_LIMIT)
+
+
+def require_fresh_mfa(principal: Principal, permission: Permission, count: int,
+                      now: datetime) -> None:
+    """Raise `StepUpRequired` for a bulk operation without a recent second factor."""
+    if not needs_step_up(principal, permission, count):
+        return
+    if principal.mfa_at is None or now - principal.mfa_at > STEP_UP_WINDOW:
+        raise StepUpRequired(permission)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -20,12 +22,22 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The actor (a named person or service), its role, where it calls from and why."""
+    """The actor (a named person or service), its role, where it calls from and why.
+
+    ``scopes`` narrows a service token to the permissions it was given (None: the role's);
+    ``patient_id`` is a patient's own record, the only one the patient role may read;
+    ``mfa_at`` is the last proof of the second factor, which bulk operations want fresh;
+    ``request_id`` ties the audit events of one request together.
+    """
 
     actor_id: str
     role: Role
     source: str
     purpose: str
+    request_id: str = ""
+    scopes: frozenset[str] | None = None
+    patient_id: uuid.UUID | None = None
+    mfa_at: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in ("actor_id", "source", "purpose"):
@@ -36,10 +48,12 @@ class Principal:
 def local_operator(purpose: str, source: str = "cli") -> Principal:
     """The principal of the command line on the lab's own machine, named after the OS user.
 
-    Until accounts exist it is the only principal; it is recorded in the audit like any other.
+    It holds the key file, so it is trusted with every permission; it is recorded in the audit
+    like any other principal.
     """
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return Principal(f"local-operator:{user}", Role.LOCAL_OPERATOR, source, purpose)
+    return Principal(f"local-operator:{user}", Role.LOCAL_OPERATOR, source, purpose,
+                     request_id=uuid.uuid4().hex)

@@ -31,6 +31,8 @@ class AuditEvent:
     outcome: str  # allowed | denied
     patient_ids: tuple[uuid.UUID, ...] = ()
     detail: dict[str, object] = field(default_factory=dict)
+    request_id: str = ""
+    categories: tuple[str, ...] = ()  # field categories touched: identity, results...
 
 
 class AuditSink(Protocol):

@@ -8,7 +8,12 @@ Clear columns (not personal) are, exactly:
   ``position`` (the record's order as received);
   ``comment`` and ``attachment``: ``patient_id``, ``order_id``, ``result_id``, ``position``;
 - ``audit_event``: the event's time, actor id, role, source address, purpose, action tag,
-  outcome and internal patient ids — never a personal value;
+  outcome, internal patient ids, request id and field categories — never a personal value —
+  with its chain position, hash and tag; ``audit_head`` (the chain's end and its current epoch
+  key, wrapped by the master key); ``audit_checkpoint`` (signed Merkle roots);
+- accounts: ``account`` (blind index of the e-mail, roles, status, argon2id password hash, the
+  patient id of a patient's own account); ``enrolment``, ``recovery_code``, ``auth_session`` and
+  ``api_token`` hold only SHA-256 digests of their secrets; ``login_throttle`` keys are HMACs;
 - migrations: ``migration`` (plan digest, who and when, status, staging deadline, erasure);
   ``import_unit`` (one row per source unit: file index, sequence number, outcome, internal patient
   id, keyed content digest); ``order_provenance`` (order id → migration, file index, unit);
@@ -20,12 +25,14 @@ Clear columns (not personal) are, exactly:
   wrapped key (ciphertext under the master key); ``staging_key``: the same for a migration's
   staging key.
 
-Everything else is AES-256-GCM ciphertext.
+Everything else is AES-256-GCM ciphertext (an account's e-mail, name, RPPS and TOTP secret
+included).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -170,8 +177,115 @@ audit_event = Table(
     Column("outcome", String(20), nullable=False),
     Column("patient_ids", Text, nullable=False),
     Column("detail", Text, nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("categories", String(200), nullable=True),  # field categories touched
+    # The chain (audit/chain.py): position, SHA-256 chain hash and the epoch key's HMAC tag.
+    Column("seq", BigInteger, nullable=True, unique=True),
+    Column("hash", LargeBinary(32), nullable=True),
+    Column("tag", LargeBinary(32), nullable=True),
 )
 Index("ix_audit_event_at", audit_event.c.at)
+
+# One row: where the chain stands, and the current epoch's key wrapped by the master key.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary(32), nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("epoch_key", LargeBinary, nullable=False),  # wrapped
+    _ts("updated_at"),
+)
+
+audit_checkpoint = Table(
+    "audit_checkpoint", metadata,
+    Column("last", BigInteger, primary_key=True, autoincrement=False),
+    Column("first", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary(32), nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    _ts("at"),
+)
+
+# Accounts are people (or one named integration each): never shared. Their e-mail, name and
+# RPPS are personal data, sealed like a patient's; login finds the account by a blind index.
+account = Table(
+    "account", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("email_bidx", LargeBinary(16), nullable=False, unique=True),
+    *_sealed("email", "display_name", "rpps", "totp_secret"),
+    Column("roles", String(200), nullable=False),  # comma-separated Role values
+    Column("patient_id", Uuid, nullable=True),  # the patient role's own record
+    Column("password_hash", String(200), nullable=True),  # argon2id; null until enrolled
+    Column("totp_last_step", BigInteger, nullable=True),  # replay refusal
+    Column("status", String(20), nullable=False),  # pending | active | disabled
+    _ts("created_at"),
+    Column("created_by", String(200), nullable=False),
+    _ts("enrolled_at", nullable=True),
+    _ts("password_changed_at", nullable=True),
+)
+
+enrolment = Table(
+    "enrolment", metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("account_id", Uuid, ForeignKey("account.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    *_sealed("totp_pending"),
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("used_at", nullable=True),
+    Column("created_by", String(200), nullable=False),
+)
+
+recovery_code = Table(
+    "recovery_code", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Uuid, ForeignKey("account.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("code_hash", LargeBinary(32), nullable=False, unique=True),
+    _ts("created_at"),
+    _ts("used_at", nullable=True),
+)
+
+auth_session = Table(
+    "auth_session", metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("account_id", Uuid, ForeignKey("account.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("role", String(50), nullable=False),
+    Column("stage", String(20), nullable=False),  # mfa (password checked) | active
+    Column("source", String(200), nullable=False),
+    _ts("created_at"),
+    _ts("last_seen_at"),
+    _ts("expires_at"),  # absolute limit
+    _ts("mfa_at", nullable=True),  # last proof of the second factor (step-up)
+    _ts("revoked_at", nullable=True),
+)
+
+api_token = Table(
+    "api_token", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("account_id", Uuid, ForeignKey("account.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("label", String(100), nullable=False),
+    Column("scopes", Text, nullable=False),  # space-separated Permission values
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("revoked_at", nullable=True),
+    _ts("last_used_at", nullable=True),
+    Column("created_by", String(200), nullable=False),
+)
+
+# Failed logins per account and per source address (keyed HMAC, no address in clear).
+login_throttle = Table(
+    "login_throttle", metadata,
+    Column("key", LargeBinary(32), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    _ts("last_failure_at"),
+    _ts("blocked_until", nullable=True),
+)
 
 migration = Table(
     "migration", metadata,

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from labvault import codec
-from labvault.access.permissions import Permission, allowed
+from labvault.access.permissions import Permission, allowed, reaches, require_fresh_mfa
 from labvault.access.principal import Principal
 from labvault.audit.sink import AuditEvent, AuditSink, DatabaseAuditSink
 from labvault.clock import Clock, SystemClock
@@ -44,7 +44,7 @@ from labvault.crypto.signing import Signer
 from labvault.domain.normalize import name_birth_key, normalize_nir, patient_nir
 from labvault.domain.records import Attachment, Comment, Order, Patient, PatientRecord, Result
 from labvault.domain.validation import validate_record
-from labvault.errors import AccessDenied, KeyUnavailable, NotFound, StoreError
+from labvault.errors import AccessDenied, KeyUnavailable, NotFound, StepUpRequired, StoreError
 from labvault.secret import Secret
 from labvault.store import schema
 from labvault.store.engine import make_engine
@@ -56,6 +56,11 @@ from labvault.vault.imports import ImportDesk
 CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
 Progress = Callable[[int], None]
 DEK_VERSION = 1
+
+# Field categories an event names (what was touched, never the values).
+IDENTIFIERS = ("identifiers",)
+IDENTITY = ("identity", "administrative")
+FULL_RECORD = ("identity", "administrative", "orders", "results", "comments", "attachments")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,17 +144,26 @@ class Vault:
 
     # -- the gate ------------------------------------------------------------------------------
     def _event(self, principal: Principal, permission: Permission, outcome: str,
-               patient_ids: Iterable[uuid.UUID] = (), **detail: object) -> None:
+               patient_ids: Iterable[uuid.UUID] = (), categories: tuple[str, ...] = (),
+               **detail: object) -> None:
         self._audit.append(AuditEvent(
             at=self._clock.now(), actor=principal.actor_id, role=principal.role,
             source=principal.source, purpose=principal.purpose, action=str(permission),
-            outcome=outcome, patient_ids=tuple(patient_ids), detail=detail))
+            outcome=outcome, patient_ids=tuple(patient_ids), detail=detail,
+            request_id=principal.request_id, categories=categories))
 
     def _authorize(self, principal: Principal, permission: Permission,
                    patient_ids: Iterable[uuid.UUID] = ()) -> None:
-        if not allowed(principal, permission):
-            self._event(principal, permission, "denied", patient_ids)
+        """Deny by default; a refusal is audited too. Bulk operations want a fresh MFA proof."""
+        ids = list(patient_ids)
+        if not allowed(principal, permission) or not reaches(principal, ids):
+            self._event(principal, permission, "denied", ids)
             raise AccessDenied(principal.actor_id, principal.role, permission)
+        try:
+            require_fresh_mfa(principal, permission, len(ids), self._clock.now())
+        except StepUpRequired:
+            self._event(principal, permission, "step_up_required", ids)
+            raise
 
     def _cipher_for(self, patient_id: uuid.UUID, wrapped: WrappedKey | None) -> FieldCipher:
         if wrapped is None:
@@ -283,21 +297,22 @@ class Vault:
                 "name_birth_bidx", self._name_index.compute(name_birth_key(last_name, birth_date)))
         else:
             raise ValueError("search by nir, or by last_name and birth_date")
-        self._event(principal, Permission.PATIENT_SEARCH, "allowed", ids, by=by, hits=len(ids))
+        self._event(principal, Permission.PATIENT_SEARCH, "allowed", ids, IDENTIFIERS, by=by,
+                    hits=len(ids))
         return ids
 
     # -- reading -------------------------------------------------------------------------------
     def get_patient(self, principal: Principal, patient_id: uuid.UUID) -> Patient:
         """Identity and administrative data of one patient (no results)."""
         self._authorize(principal, Permission.PATIENT_READ, [patient_id])
-        self._event(principal, Permission.PATIENT_READ, "allowed", [patient_id])
+        self._event(principal, Permission.PATIENT_READ, "allowed", [patient_id], IDENTITY)
         return self._load(patient_id, with_results=False).patient
 
     def get_record(self, principal: Principal, patient_id: uuid.UUID) -> PatientRecord:
         """A patient with orders, results and comments."""
         self._authorize(principal, Permission.PATIENT_READ, [patient_id])
         self._authorize(principal, Permission.RESULT_READ, [patient_id])
-        self._event(principal, Permission.RESULT_READ, "allowed", [patient_id])
+        self._event(principal, Permission.RESULT_READ, "allowed", [patient_id], FULL_RECORD)
         return self._load(patient_id, with_results=True)
 
     def iter_records(self, principal: Principal, *, batch_size: int = 200,
@@ -305,7 +320,7 @@ class Vault:
         """Every live patient record (bulk export); one audit event per batch."""
         self._authorize(principal, Permission.PATIENT_EXPORT)
         for ids in self._records.iter_ids(batch_size):
-            self._event(principal, Permission.PATIENT_EXPORT, "allowed", ids)
+            self._event(principal, Permission.PATIENT_EXPORT, "allowed", ids, FULL_RECORD)
             for pid in ids:
                 try:
                     record = self._load(pid, with_results=True)
