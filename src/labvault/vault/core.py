@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,6 +53,10 @@ from labvault.store.imports import ImportStore
 from labvault.store.keystore import KeyStore, WrappedKey
 from labvault.store.records import RecordStore, RowBatch
 from labvault.vault.imports import ImportDesk
+
+if TYPE_CHECKING:
+    from labvault.vault.accounts import AccountDesk
+    from labvault.vault.audit import AuditDesk
 
 CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
 Progress = Callable[[int], None]
@@ -107,6 +112,20 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault(keys={self._keys!r})"
+
+    @cached_property
+    def accounts(self) -> AccountDesk:
+        """Named accounts, enrolment, MFA, sessions and service tokens."""
+        from labvault.vault.accounts import AccountDesk
+
+        return AccountDesk(self)
+
+    @cached_property
+    def audit_log(self) -> AuditDesk:
+        """Reading, verifying and exporting the audit log (itself audited)."""
+        from labvault.vault.audit import AuditDesk
+
+        return AuditDesk(self)
 
     @classmethod
     def open(
