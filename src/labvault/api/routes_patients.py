@@ -1,0 +1,75 @@
+"""Patients, their orders and results, a patient's own record, and the bulk export.
+
+Routes are thin: the vault checks the permission (secretaries get identity only, the patient
+role its own record, admins nothing), writes the audit event, then decrypts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from labvault.api.deps import CurrentPrincipal, vault_of
+from labvault.api.models import SearchIn, SearchOut, to_json
+from labvault.errors import AccessDenied, InvalidRecord
+
+router = APIRouter(tags=["patients"])
+
+
+@router.post("/patients/search", response_model=SearchOut)
+def search(body: SearchIn, request: Request, principal: CurrentPrincipal) -> SearchOut:
+    """Exact match by NIR, or by last name and birth date. Sent in the body, so that no
+    identifier reaches a URL or an access log."""
+    if body.nir is not None:
+        ids = vault_of(request).find_patients(principal, nir=body.nir)
+    elif body.last_name is not None and body.birth_date is not None:
+        ids = vault_of(request).find_patients(principal, last_name=body.last_name,
+                                              birth_date=body.birth_date)
+    else:
+        raise InvalidRecord("nir", "give a NIR, or a last name and a birth date")
+    return SearchOut(patient_ids=ids)
+
+
+@router.get("/patients/{patient_id}")
+def patient(patient_id: uuid.UUID, request: Request, principal: CurrentPrincipal,
+            ) -> dict[str, Any]:
+    """Identity and administrative data (no results)."""
+    return to_json(vault_of(request).get_patient(principal, patient_id))
+
+
+@router.get("/patients/{patient_id}/record")
+def record(patient_id: uuid.UUID, request: Request, principal: CurrentPrincipal,
+           ) -> dict[str, Any]:
+    """The patient with orders, results, comments and attached reports."""
+    return to_json(vault_of(request).get_record(principal, patient_id))
+
+
+@router.get("/me/record")
+def own_record(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    """A patient's own results."""
+    if principal.patient_id is None:
+        raise AccessDenied(principal.actor_id, principal.role, "vault:result:read")
+    return to_json(vault_of(request).get_record(principal, principal.patient_id))
+
+
+@router.get("/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+def export(request: Request, principal: CurrentPrincipal) -> StreamingResponse:
+    """Every record as JSON lines. Needs a second factor proven in the last minutes
+    (``/auth/step-up``); one audit event per batch of records."""
+    records = vault_of(request).iter_records(principal)
+    first = next(records, None)  # the permission and step-up checks run here, before 200
+
+    def lines() -> Iterator[bytes]:
+        if first is None:
+            return
+        yield json.dumps(to_json(first)).encode() + b"\n"
+        for r in records:
+            yield json.dumps(to_json(r)).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
