@@ -35,6 +35,7 @@ class Permission(StrEnum):
     TOKEN_MANAGE = "access:token:manage"  # noqa: S105 - a permission name, issue/revoke tokens
     AUDIT_READ = "audit:log:read"  # events, who-read reports, exports: ids, never values
     AUDIT_VERIFY = "audit:log:verify"
+    AUDIT_HEALTH = "audit:health:read"  # space left, second sink state: nothing personal
 
 
 P = Permission
@@ -46,8 +47,9 @@ POLICY: dict[Role, frozenset[Permission]] = {
     Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ,
                                P.PATIENT_EXPORT}),
     Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
-                         P.AUDIT_READ, P.AUDIT_VERIFY}),
-    Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.TOKEN_MANAGE, P.MIGRATION_READ}),
+                         P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH}),
+    Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.TOKEN_MANAGE, P.MIGRATION_READ,
+                           P.AUDIT_HEALTH}),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),
     Role.SERVICE: frozenset(),  # only what its token's scopes grant, within SERVICE_GRANTABLE
 }
