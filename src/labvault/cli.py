@@ -15,7 +15,9 @@ import typer
 from rich.table import Table
 
 from labvault import ingest
+from labvault.access.commands import accounts_app
 from labvault.access.principal import local_operator
+from labvault.api.serve import serve
 from labvault.cli_support import (
     DEMO_DIR,
     DEMO_MARKER,
@@ -54,6 +56,8 @@ app.add_typer(check_app, name="check")
 app.add_typer(load_app, name="load")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(export_app, name="export")
+app.add_typer(accounts_app, name="accounts")
+app.command("serve")(serve)
 
 @app.command()
 def init(

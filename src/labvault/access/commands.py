@@ -1,0 +1,205 @@
+"""``labvault accounts …``: named accounts, their enrolment and the service tokens.
+
+Run on the lab's machine, these commands act as the local operator (who holds the key file);
+that is how the first administrator is created. Secrets (enrolment tokens, API tokens,
+recovery codes) are printed once and never stored in clear.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from labvault.access.permissions import SERVICE_GRANTABLE, Permission
+from labvault.access.principal import Role, local_operator
+from labvault.cli_support import DataDir, console, err, fail, open_vault
+from labvault.config import DEFAULT_DATA_DIR
+from labvault.errors import LabvaultError
+from labvault.secret import Secret
+
+accounts_app = typer.Typer(help="Named accounts, their second factor, service tokens.",
+                           no_args_is_help=True)
+token_app = typer.Typer(help="API tokens of service accounts.", no_args_is_help=True)
+accounts_app.add_typer(token_app, name="token")
+
+ACCOUNT_ROLES = [r.value for r in Role if r is not Role.LOCAL_OPERATOR]
+GRANTABLE = sorted(p.value for p in SERVICE_GRANTABLE)
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        err.print(f"error: the {what} must be a UUID (see `labvault accounts list`)")
+        raise typer.Exit(2) from None
+
+
+def _when(at) -> str:
+    return f"{at:%Y-%m-%d %H:%M}" if at else "-"
+
+
+@accounts_app.command("add")
+def add(
+    email: Annotated[str, typer.Option(help="The person's own professional e-mail.")],
+    name: Annotated[str, typer.Option("--name", help="Display name.")],
+    role: Annotated[list[str], typer.Option("--role", help=f"One of {', '.join(ACCOUNT_ROLES)}; "
+                                            "repeat for several.")],
+    rpps: Annotated[str | None, typer.Option(help="RPPS number (health professionals).")] = None,
+    patient_id: Annotated[str | None, typer.Option(help="For a patient account: the patient's "
+                                                   "id.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create an account; print its one-time enrolment token (valid 72 h)."""
+    try:
+        roles = [Role(r) for r in role]
+    except ValueError:
+        err.print(f"error: --role must be one of {', '.join(ACCOUNT_ROLES)}")
+        raise typer.Exit(2) from None
+    pid = _uuid(patient_id, "patient id") if patient_id else None
+    try:
+        with open_vault(data_dir) as vault:
+            account_id, token = vault.accounts.create_account(
+                local_operator("account administration"), email=email, display_name=name,
+                roles=roles, rpps=rpps, patient_id=pid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"account {account_id} created ({', '.join(roles)})")
+    if token:
+        console.print("enrolment token, shown once and valid 72 h — hand it over in person or "
+                      "by a channel other than the e-mail; enrol with `labvault accounts enrol`:")
+        console.print(token.reveal(), highlight=False, soft_wrap=True)
+    else:
+        console.print("service account: it logs in with API tokens only "
+                      "(`labvault accounts token issue`)")
+
+
+@accounts_app.command("list")
+def list_accounts(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Every account: id, e-mail, name, roles, status."""
+    try:
+        with open_vault(data_dir) as vault:
+            accounts = vault.accounts.list_accounts(local_operator("account administration"))
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    t = Table(title=f"{len(accounts)} accounts")
+    for col in ("id", "e-mail", "name", "roles", "status", "enrolled", "created"):
+        t.add_column(col)
+    for a in accounts:
+        t.add_row(str(a.id), a.email.reveal(), a.display_name.reveal(), ", ".join(a.roles),
+                  a.status, _when(a.enrolled_at), _when(a.created_at))
+    console.print(t)
+
+
+@accounts_app.command("disable")
+def disable(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Disable an account; its sessions and tokens stop working at once."""
+    aid = _uuid(account_id, "account id")
+    try:
+        with open_vault(data_dir) as vault:
+            vault.accounts.disable_account(local_operator("account administration"), aid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"account {aid} disabled; its sessions and tokens are revoked")
+
+
+@accounts_app.command("reset-mfa")
+def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Re-enrolment (lost phone): password and second factor dropped; a new enrolment token."""
+    aid = _uuid(account_id, "account id")
+    try:
+        with open_vault(data_dir) as vault:
+            token = vault.accounts.reset_mfa(local_operator("account re-enrolment"), aid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"account {aid} must enrol again; new enrolment token (shown once, 72 h):")
+    console.print(token.reveal(), highlight=False, soft_wrap=True)
+
+
+@accounts_app.command("enrol")
+def enrol(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Enrol with an enrolment token: choose a password, register the authenticator app."""
+    token = Secret(typer.prompt("Enrolment token", hide_input=True))
+    password = Secret(typer.prompt("New password (12 characters or more; a passphrase is best)",
+                                   hide_input=True, confirmation_prompt=True))
+    try:
+        with open_vault(data_dir) as vault:
+            start = vault.accounts.begin_enrolment(token, password, source="cli")
+            console.print("add this account to your authenticator app (the URI is what a QR "
+                          "code encodes):")
+            console.print(start.otpauth_uri.reveal(), highlight=False, soft_wrap=True)
+            console.print(f"or type the secret: {start.secret.reveal()}", highlight=False)
+            code = Secret(typer.prompt("Code shown by the app"))
+            codes = vault.accounts.confirm_enrolment(token, code, source="cli")
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print("enrolled. Recovery codes, each usable once if the phone is lost — keep them "
+                  "offline, they are shown only now:")
+    for c in codes:
+        console.print(f"  {c.reveal()}", highlight=False)
+
+
+@token_app.command("issue")
+def token_issue(
+    account_id: str,
+    scope: Annotated[list[str], typer.Option("--scope", help=f"One of {', '.join(GRANTABLE)}; "
+                                             "repeat for several.")],
+    days: Annotated[int, typer.Option(min=1, max=365, help="Lifetime in days.")] = 90,
+    label: Annotated[str, typer.Option(help="What the token is for (no personal data).")]
+    = "service",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Issue an API token to a service account; print it once."""
+    aid = _uuid(account_id, "account id")
+    try:
+        scopes = [Permission(s) for s in scope]
+    except ValueError:
+        err.print(f"error: --scope must be one of {', '.join(GRANTABLE)}")
+        raise typer.Exit(2) from None
+    try:
+        with open_vault(data_dir) as vault:
+            token_id, token = vault.accounts.issue_token(
+                local_operator("service token administration"), aid, scopes=scopes,
+                ttl=timedelta(days=days), label=label)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"token {token_id} issued for {days} days; the token, shown once:")
+    console.print(token.reveal(), highlight=False, soft_wrap=True)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Revoke an API token."""
+    tid = _uuid(token_id, "token id")
+    try:
+        with open_vault(data_dir) as vault:
+            vault.accounts.revoke_token(local_operator("service token administration"), tid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"token {tid} revoked")
+
+
+@token_app.command("list")
+def token_list(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account's.")]
+    = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """API tokens (never their secrets): scopes, expiry, last use."""
+    aid = _uuid(account, "account id") if account else None
+    try:
+        with open_vault(data_dir) as vault:
+            tokens = vault.accounts.list_tokens(local_operator("service token administration"),
+                                                aid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    t = Table(title=f"{len(tokens)} tokens")
+    for col in ("id", "account", "label", "scopes", "expires", "revoked", "last used"):
+        t.add_column(col)
+    for k in tokens:
+        t.add_row(str(k.id), str(k.account_id), k.label, " ".join(k.scopes),
+                  _when(k.expires_at), _when(k.revoked_at), _when(k.last_used_at))
+    console.print(t)
