@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
+from api_support import PASSWORD, Login, enrol
 from labvault import FixedClock, Settings, Vault, local_operator
+from labvault.access.permissions import Permission
+from labvault.access.principal import Role
+from labvault.api import ApiConfig, create_app
 from labvault.crypto.keys import Argon2Params
+from labvault.synthetic import SyntheticLab
 
 POSTGRES_URL = os.environ.get("LABVAULT_TEST_POSTGRES_URL")
 FAST_KDF = Argon2Params(memory_cost_kib=8 * 1024, iterations=1, lanes=1)
@@ -97,3 +103,49 @@ def vault(settings: Settings, clock: FixedClock) -> Iterator[Vault]:
 @pytest.fixture
 def operator():
     return local_operator("automated test")
+
+
+# -- the HTTP API: the app in-process and real accounts enrolled through the account service --
+@pytest.fixture
+def records(vault: Vault, operator):
+    recs = list(SyntheticLab(seed=11, results_per_patient=3).records(6))
+    vault.put_patients(operator, recs)
+    return recs
+
+
+@pytest.fixture
+def client(vault: Vault) -> Iterator[TestClient]:
+    app = create_app(vault, ApiConfig(docs=True))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def login(vault: Vault, operator, clock: FixedClock, client: TestClient
+          ) -> Callable[..., Login]:
+    """Enrol an account of a role and log it in through the API (password, then TOTP)."""
+
+    def make(role: Role, patient_id: uuid.UUID | None = None) -> Login:
+        account_id, email, totp = enrol(vault, operator, clock, role, patient_id=patient_id)
+        r = client.post("/auth/login", json={"email": email, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        r = client.post("/auth/mfa", json={"challenge": r.json()["challenge"],
+                                           "code": totp.at(clock.now())})
+        assert r.status_code == 200, r.text
+        clock.advance(timedelta(seconds=31))
+        return Login(account_id, email, totp, r.json()["token"], role)
+
+    return make
+
+
+@pytest.fixture
+def service_token(vault: Vault, operator) -> Callable[[list[Permission]], str]:
+    def make(scopes: list[Permission], days: int = 30) -> str:
+        account_id, _ = vault.accounts.create_account(
+            operator, email=f"svc-{uuid.uuid4().hex[:8]}@lab.example",
+            display_name="Analyser gateway", roles=[Role.SERVICE])
+        _, token = vault.accounts.issue_token(operator, account_id, scopes=scopes,
+                                              ttl=timedelta(days=days), label="gateway")
+        return token.reveal()
+
+    return make

@@ -18,6 +18,7 @@ from labvault import ingest
 from labvault.access.commands import accounts_app
 from labvault.access.principal import local_operator
 from labvault.api.serve import serve
+from labvault.audit.commands import audit_app
 from labvault.cli_support import (
     DEMO_DIR,
     DEMO_MARKER,
@@ -57,6 +58,7 @@ app.add_typer(load_app, name="load")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(audit_app, name="audit")
 app.command("serve")(serve)
 
 @app.command()
@@ -83,6 +85,8 @@ def init(
     except LabvaultError as exc:
         raise fail(exc) from None
     console.print(f"vault created in {data_dir}")
+    console.print(f"audit verifier key written to {data_dir / 'audit-verifier.key'}: move it off "
+                  "this machine, to the auditor (`labvault audit verify --key FILE` needs it)")
 
 
 def _load_synthetic(vault: Vault, patients: int, seed: int) -> tuple[int, int, float]:

@@ -8,6 +8,7 @@ The file holds no secret: URLs must not carry passwords (use a libpq service fil
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class Settings:
     keystore_url: str
     key_file: Path
     passphrase_protected: bool = False
+    # A second copy of every audit event: ``file:PATH`` (JSON lines; a relative path is in the
+    # data directory), ``syslog+udp://HOST:PORT`` or ``syslog+tcp://HOST:PORT``. None: no copy.
+    audit_copy: str | None = None
+    # Free space (MiB) under which the audit warns; None: 1 GiB, or 5 % of a smaller disk.
+    audit_low_space_mb: int | None = None
 
     @classmethod
     def embedded(cls, data_dir: Path, passphrase_protected: bool = False) -> Settings:
@@ -51,10 +57,14 @@ class Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{path} is not valid TOML (line {exc.lineno})") from None
         try:
+            low = doc.get("audit_low_space_mb")
             return cls(data_dir, doc["database_url"], doc["keystore_url"],
                        data_dir / doc.get("key_file", "master.key"),
-                       bool(doc.get("passphrase_protected", False)))
-        except KeyError as exc:
+                       bool(doc.get("passphrase_protected", False)),
+                       doc.get("audit_copy") or None, int(low) if low is not None else None)
+        except (KeyError, ValueError, TypeError) as exc:
+            if not isinstance(exc, KeyError):
+                raise ConfigurationError(f"{path}: audit_low_space_mb must be a number") from None
             raise ConfigurationError(f"{path} lacks the setting {exc.args[0]}") from None
 
     def check(self) -> None:
@@ -83,4 +93,8 @@ class Settings:
             f'key_file = "{key_file}"\n'
             f"passphrase_protected = {'true' if self.passphrase_protected else 'false'}\n"
         )
+        if self.audit_copy:
+            text += f"audit_copy = {json.dumps(self.audit_copy)}\n"
+        if self.audit_low_space_mb is not None:
+            text += f"audit_low_space_mb = {int(self.audit_low_space_mb)}\n"
         (self.data_dir / CONFIG_NAME).write_text(text, "utf-8")

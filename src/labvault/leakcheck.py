@@ -286,20 +286,27 @@ _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _inside_hex_run(buf: bytes, start: int, end: int) -> bool:
-    """A match made only of hex digits, inside a longer run of hex digits, is not a value.
+    """A match made only of hex digits, inside a run of hex digits as long as hex-encoded
+    ids and digests make (a multiple of 16 characters), is not a value.
 
-    Clear UUIDs are stored as 32 hex characters (SQLite) and 8-digit dates or short numbers
-    turn up inside them by chance (about one in 4 billion positions per needle, and a vault
-    has millions of such positions and thousands of such needles). A value written in clear
-    stands between separators, so this drops only noise; the price is that a digit-only value
-    glued to a hex digit on either side is not reported.
+    Clear UUIDs are stored as 32 hex characters (SQLite), often several side by side, and
+    8-digit dates or short numbers turn up inside them by chance (about one in 4 billion
+    positions per needle, and a vault has millions of such positions and thousands of such
+    needles). Such noise sits in a run whose length is a multiple of 16. A value written in
+    clear next to a UUID or a request id (a 15-digit NIR followed by 32 hex characters makes a
+    run of 47) is still reported; the price is that a digit-only value whose hex neighbours
+    happen to round the run to a multiple of 16 is not.
     """
     match = buf[start:end + 1]
     if not all(b in _HEX_DIGITS for b in match):
         return False
-    before = buf[start - 1] if start > 0 else None
-    after = buf[end + 1] if end + 1 < len(buf) else None
-    return before in _HEX_DIGITS or after in _HEX_DIGITS
+    left, right = start, end
+    while left > 0 and buf[left - 1] in _HEX_DIGITS:
+        left -= 1
+    while right + 1 < len(buf) and buf[right + 1] in _HEX_DIGITS:
+        right += 1
+    run = right - left + 1
+    return run > len(match) and run % 16 == 0
 
 
 _BYTEA_HEX = re.compile(rb"\\\\?x((?:[0-9a-f]{2})+)")

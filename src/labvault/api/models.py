@@ -118,9 +118,13 @@ class TokenCreatedOut(BaseModel):
     token: str
 
 
+# Event positions fit PostgreSQL's bigint.
+MAX_SEQ = 2**62
+
+
 class VerifyIn(Strict):
-    start: int = Field(default=1, ge=1)
-    end: int | None = Field(default=None, ge=1)
+    start: int = Field(default=1, ge=1, le=MAX_SEQ)
+    end: int | None = Field(default=None, ge=1, le=MAX_SEQ)
 
 
 def to_json(obj: Any) -> Any:

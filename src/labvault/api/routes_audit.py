@@ -9,14 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from labvault.api.deps import CurrentPrincipal, vault_of
-from labvault.api.models import VerifyIn, to_json
+from labvault.api.models import MAX_SEQ, VerifyIn, to_json
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 @router.get("/events")
 def events(request: Request, principal: CurrentPrincipal,
-           since: Annotated[int, Query(ge=0)] = 0,
+           since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     return [to_json(e) for e in vault_of(request).audit_log.events(principal, since_seq=since,
                                                                    limit=limit)]

@@ -9,7 +9,8 @@ Clear columns (not personal) are, exactly:
   ``comment`` and ``attachment``: ``patient_id``, ``order_id``, ``result_id``, ``position``;
 - ``audit_event``: the event's time, actor id, role, source address, purpose, action tag,
   outcome, internal patient ids, request id and field categories — never a personal value —
-  with its chain position, hash and tag; ``audit_head`` (the chain's end and its current epoch
+  with its chain position, hash and tag; ``audit_event_patient`` (event position → internal
+  patient id, for who-read reports); ``audit_head`` (the chain's end and its current epoch
   key, wrapped by the master key); ``audit_checkpoint`` (signed Merkle roots);
 - accounts: ``account`` (blind index of the e-mail, roles, status, argon2id password hash, the
   patient id of a patient's own account); ``enrolment``, ``recovery_code``, ``auth_session`` and
@@ -206,6 +207,13 @@ audit_checkpoint = Table(
     Column("signature", LargeBinary(64), nullable=False),
     Column("key_id", String(64), nullable=False),
     _ts("at"),
+)
+
+# Which events name which patient (the audit's who-read report without scanning every event).
+audit_event_patient = Table(
+    "audit_event_patient", metadata,
+    Column("patient_id", Uuid, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
 )
 
 # Accounts are people (or one named integration each): never shared. Their e-mail, name and

@@ -27,7 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from labvault import codec
 from labvault.access.permissions import Permission, allowed, reaches, require_fresh_mfa
 from labvault.access.principal import Principal
-from labvault.audit.sink import AuditEvent, AuditSink, DatabaseAuditSink
+from labvault.audit.copy import AuditTrail, copy_from_setting
+from labvault.audit.log import ChainedAuditLog
+from labvault.audit.sink import AuditEvent, AuditSink
 from labvault.clock import Clock, SystemClock
 from labvault.config import Settings
 from labvault.crypto.blind import NAME_BIRTH_INDEX, NIR_INDEX, BlindIndex
@@ -48,7 +50,7 @@ from labvault.domain.validation import validate_record
 from labvault.errors import AccessDenied, KeyUnavailable, NotFound, StepUpRequired, StoreError
 from labvault.secret import Secret
 from labvault.store import schema
-from labvault.store.engine import make_engine
+from labvault.store.engine import make_engine, sqlite_path
 from labvault.store.imports import ImportStore
 from labvault.store.keystore import KeyStore, WrappedKey
 from labvault.store.records import RecordStore, RowBatch
@@ -143,9 +145,11 @@ class Vault:
         schema.upgrade(data_engine, "data")
         schema.upgrade(key_engine, "keys")
         provider = keys or LocalKeyFile.open(settings.key_file, passphrase)
+        clock = clock or SystemClock()
         return cls(records=RecordStore(data_engine), keystore=KeyStore(key_engine),
-                   keys=provider, audit=DatabaseAuditSink(data_engine), clock=clock,
-                   cipher_factory=cipher_factory, staging_dir=settings.data_dir / "staging")
+                   keys=provider, audit=_audit_trail(settings, data_engine, provider, clock),
+                   clock=clock, cipher_factory=cipher_factory,
+                   staging_dir=settings.data_dir / "staging")
 
     @classmethod
     def init(cls, settings: Settings, *, passphrase: Secret[str] | None = None,
@@ -158,6 +162,7 @@ class Vault:
                         cipher_factory=cipher_factory)
 
     def close(self) -> None:
+        self._audit.close()
         self._records.engine.dispose()
         self._keystore.engine.dispose()
 
@@ -428,6 +433,7 @@ class Vault:
         self._authorize(principal, Permission.KEYS_ROTATE)
         self._event(principal, Permission.KEYS_ROTATE, "allowed")
         new = self._keys.add_version()
+        self._audit.rekey()  # the audit's epoch key moves to the new version before retirement
         rewrapped = 0
         old_versions = [v for v in self._keys.versions() if v != new]
         for version in old_versions:
@@ -468,6 +474,19 @@ class Vault:
         self._authorize(principal, Permission.KEYS_ROTATE)
         self._event(principal, Permission.KEYS_ROTATE, "allowed", what="key-status")
         return self._keystore.count_by_version()
+
+
+def _audit_trail(settings: Settings, engine: Any, keys: KeyProvider, clock: Clock) -> AuditTrail:
+    """The chained audit log (started, with the auditor's k0 written to the data directory, on
+    a vault that has none yet) and the copy the settings name."""
+    from labvault.vault.audit import VERIFIER_FILE, start_chain
+
+    chain = ChainedAuditLog(engine, keys, Signer(keys), clock)
+    start_chain(chain, settings.data_dir / VERIFIER_FILE)
+    db = sqlite_path(settings.database_url)
+    return AuditTrail(chain, copy_from_setting(settings.audit_copy, settings.data_dir), clock,
+                      watch={"database": db.parent} if db is not None else {},
+                      low_space_mb=settings.audit_low_space_mb)
 
 
 def _order_ref(order_id: uuid.UUID, patient_id: uuid.UUID, position: int) -> str:

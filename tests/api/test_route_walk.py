@@ -1,0 +1,146 @@
+"""Every route of the app, walked: an anonymous request, an expired session and a session of a
+role without the permission all get 401/403 and no personal data. A route added without an
+entry here fails the walk."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from api_support import personal_values
+from fastapi.routing import APIRoute
+
+from labvault.access.principal import Role
+
+# Routes that answer without a session: login, MFA, enrolment, and a health check that says
+# nothing. Docs routes exist only because the test app enables them.
+PUBLIC = {("GET", "/health"), ("POST", "/auth/login"), ("POST", "/auth/mfa"),
+          ("POST", "/auth/enrol"), ("POST", "/auth/enrol/confirm"),
+          ("GET", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"),
+          ("HEAD", "/openapi.json")}
+
+# For each protected route: a role that must be refused (None: any signed-in role may call
+# it, e.g. logout), and a valid body.
+PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
+    ("POST", "/auth/step-up"): (None, {"code": "123456"}),
+    ("POST", "/auth/logout"): (None, None),
+    ("GET", "/health/audit"): (Role.BIOLOGIST, None),
+    ("POST", "/patients/search"): (Role.ADMIN, {"nir": "{nir}"}),
+    ("GET", "/patients/{patient_id}"): (Role.ADMIN, None),
+    ("GET", "/patients/{patient_id}/record"): (Role.SECRETARY, None),
+    ("GET", "/me/record"): (Role.ADMIN, None),
+    ("GET", "/export"): (Role.DPO, None),
+    ("POST", "/accounts"): (Role.BIOLOGIST, {"email": "new.person@lab.example",
+                                             "display_name": "New Person",
+                                             "roles": ["technician"]}),
+    ("GET", "/accounts"): (Role.DPO, None),
+    ("POST", "/accounts/{account_id}/disable"): (Role.BIOLOGIST, None),
+    ("POST", "/accounts/{account_id}/reset-mfa"): (Role.DPO, None),
+    ("POST", "/accounts/{account_id}/tokens"): (Role.BIOLOGIST, {
+        "scopes": ["vault:patient:read"], "days": 30, "label": "gateway"}),
+    ("GET", "/tokens"): (Role.BIOLOGIST, None),
+    ("DELETE", "/tokens/{token_id}"): (Role.BIOLOGIST, None),
+    ("GET", "/audit/events"): (Role.ADMIN, None),
+    ("GET", "/audit/patients/{patient_id}/accesses"): (Role.BIOLOGIST, None),
+    ("GET", "/audit/checkpoints"): (Role.ADMIN, None),
+    ("POST", "/audit/verify"): (Role.BIOLOGIST, {"start": 1}),
+}
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.routes:
+        methods = getattr(route, "methods", None) or set()
+        for m in methods:
+            out.add((m, route.path))
+    return out
+
+
+def test_every_route_is_classified(client):
+    routes = _routes(client.app)
+    unknown = routes - PUBLIC - set(PROTECTED)
+    assert not unknown, f"routes neither public nor walked: {sorted(unknown)}"
+    assert all(isinstance(r, APIRoute) or (("GET", r.path) in PUBLIC)
+               for r in client.app.routes if hasattr(r, "path"))
+
+
+def _call(client, method, path, body, headers, ids, nir):
+    url = path.format(**ids)
+    if body is not None:
+        body = {k: (v.format(nir=nir) if isinstance(v, str) else v) for k, v in body.items()}
+    return client.request(method, url, json=body, headers=headers)
+
+
+def _ids(records, target_account: uuid.UUID) -> dict[str, str]:
+    return {"patient_id": str(records[0].patient.id), "account_id": str(target_account),
+            "token_id": str(uuid.uuid4())}
+
+
+def _no_personal_data(response, secrets) -> None:
+    text = response.text
+    for value in secrets:
+        assert value not in text
+    assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("route", sorted(PROTECTED), ids=lambda r: f"{r[0]} {r[1]}")
+def test_anonymous_expired_and_unpermitted_are_refused(route, client, records, login, clock):
+    method, path = route
+    deny_role, body = PROTECTED[route]
+    secrets = personal_values(records)
+    target = login(Role.TECHNICIAN)
+    ids = _ids(records, target.account_id)
+    nir = records[0].patient.nir
+
+    r = _call(client, method, path, body, {}, ids, nir)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"] == "Bearer"
+    _no_personal_data(r, secrets)
+
+    r = _call(client, method, path, body, {"Authorization": "Bearer not-a-token"}, ids, nir)
+    assert r.status_code == 401
+    _no_personal_data(r, secrets)
+
+    if deny_role is not None:
+        denied = login(deny_role)
+        r = _call(client, method, path, body, denied.headers, ids, nir)
+        assert r.status_code == 403, (r.status_code, r.text)
+        _no_personal_data(r, secrets)
+
+    # Expired: past the idle limit, the same session no longer opens anything.
+    session = login(deny_role or Role.BIOLOGIST)
+    clock.advance(timedelta(minutes=16))
+    r = _call(client, method, path, body, session.headers, ids, nir)
+    assert r.status_code == 401, r.text
+    _no_personal_data(r, secrets)
+
+
+def test_permitted_roles_do_get_data(client, records, login):
+    """The walk above would pass on an app that refuses everything: this one proves it serves."""
+    p = records[0].patient
+    bio = login(Role.BIOLOGIST)
+    r = client.post("/patients/search", json={"nir": p.nir}, headers=bio.headers)
+    assert r.status_code == 200 and r.json()["patient_ids"] == [str(p.id)]
+    r = client.get(f"/patients/{p.id}/record", headers=bio.headers)
+    assert r.status_code == 200
+    assert r.json()["patient"]["last_name"] == p.last_name
+    sec = login(Role.SECRETARY)
+    r = client.get(f"/patients/{p.id}", headers=sec.headers)
+    assert r.status_code == 200 and r.json()["last_name"] == p.last_name
+
+
+def test_openapi_and_docs_are_off_by_default(vault):
+    from fastapi.testclient import TestClient
+
+    from labvault.api import create_app
+
+    with TestClient(create_app(vault)) as c:
+        assert c.get("/openapi.json").status_code == 404
+        assert c.get("/docs").status_code == 404
+        r = c.get("/health")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        for header in ("x-content-type-options", "x-frame-options", "content-security-policy",
+                       "referrer-policy", "cache-control", "x-request-id"):
+            assert header in r.headers
+        assert "server" not in r.headers
