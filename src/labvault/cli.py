@@ -42,6 +42,7 @@ from labvault.migrate import verify as verify_migration
 from labvault.migrate.commands import export_app, migrate_app
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
+from labvault.vault.audit import VERIFIER_FILE, read_verifier_key
 
 app = typer.Typer(help="labvault: a laboratory's patients and results, encrypted and audited.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -307,6 +308,18 @@ def _demo_migration(vault: Vault, patients: int, seed: int) -> None:
                       f"{doc['key_id']}; the clear export is deleted with its folder")
 
 
+def _demo_audit(vault: Vault, operator, patient_id, verifier: Path) -> None:
+    accesses = vault.audit_log.who_read(operator, patient_id)
+    for a in accesses:
+        console.print(f"  {a.at:%Y-%m-%d %H:%M:%S} {a.actor} ({a.role}) {a.action} "
+                      f"for {a.purpose!r}: {a.outcome}")
+    report = vault.audit_log.verify(local_operator("demo audit verify"),
+                                    read_verifier_key(verifier))
+    console.print(f"audit verify: events {report.first}..{report.last} chained and tagged "
+                  f"({report.checked} checked with the auditor's key, {report.checkpoints} signed "
+                  "checkpoints): intact")
+
+
 @app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data-dir", "-d")] = DEMO_DIR,
@@ -344,7 +357,9 @@ def demo(
             _show(vault.get_record(operator, ids[0]))
             console.rule("4. migrate a legacy HL7 v2 export: plan, run, verify, certify, erase")
             _demo_migration(vault, max(patients // 6, 5), seed + 1)
-            console.rule("5. leak check: any plaintext on disk (staging included)?")
+            console.rule("5. the audit: who read that record, and is the log intact?")
+            _demo_audit(vault, operator, ids[0], data_dir / VERIFIER_FILE)
+            console.rule("6. leak check: any plaintext on disk (staging included)?")
             report = run_leak_check(vault, settings, local_operator("demo leak check"))
             _print_report(report)
         finally:
