@@ -1,1 +1,2 @@
-"""Who calls and what they may do: principals, roles, permissions."""
+"""Who calls and what they may do: principals, roles, permissions, and the pieces of named
+accounts (argon2id passwords, TOTP, login throttling)."""
