@@ -6,63 +6,20 @@ its own). Without it they are skipped on a developer machine and fail under CI.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from api_support import PASSWORD, Login, enrol
+from db_support import PostgresDatabases, require_postgres
 from labvault import FixedClock, Settings, Vault, local_operator
 from labvault.access.permissions import Permission
 from labvault.access.principal import Role
 from labvault.api import ApiConfig, create_app
-from labvault.crypto.keys import Argon2Params
 from labvault.synthetic import SyntheticLab
-
-POSTGRES_URL = os.environ.get("LABVAULT_TEST_POSTGRES_URL")
-FAST_KDF = Argon2Params(memory_cost_kib=8 * 1024, iterations=1, lanes=1)
-
-
-def require_postgres() -> str:
-    if not POSTGRES_URL:
-        if os.environ.get("CI") == "true":
-            pytest.fail("LABVAULT_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("LABVAULT_TEST_POSTGRES_URL not set")
-    return POSTGRES_URL
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-class PostgresDatabases:
-    """Creates throw-away databases on the test server and drops them afterwards."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url
-        self.created: list[str] = []
-
-    def url(self, name: str) -> str:
-        return make_url(self.server_url).set(drivername="postgresql+psycopg",
-                                             database=name).render_as_string(False)
-
-    def create(self, prefix: str = "lvtest", template: str | None = None) -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(_libpq(self.server_url), autocommit=True) as conn:
-            tpl = f" TEMPLATE {template}" if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{tpl}')
-        self.created.append(name)
-        return name
-
-    def drop_all(self) -> None:
-        with psycopg.connect(_libpq(self.server_url), autocommit=True) as conn:
-            for name in self.created:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from functools import partial
 
-import account_support
 import pyotp
 import pytest
 from account_support import PASSWORD, SOURCE
@@ -19,21 +17,6 @@ from labvault.access.principal import Principal
 from labvault.errors import AuthenticationFailed
 from labvault.store.tables import account, audit_event
 from labvault.synthetic import SyntheticLab
-
-
-@pytest.fixture
-def desk(vault):
-    return vault.accounts
-
-
-@pytest.fixture
-def enrol(vault, operator, clock):
-    return partial(account_support.enrol, vault, operator, clock)
-
-
-@pytest.fixture
-def sign_in(vault, clock):
-    return partial(account_support.sign_in, vault, clock)
 
 
 def _events(vault, action: str) -> list:

@@ -4,9 +4,7 @@ and nothing personal in the audit trail, reprs or errors of the account service.
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import partial
 
-import account_support
 import pyotp
 import pytest
 from account_support import PASSWORD, SOURCE
@@ -17,21 +15,6 @@ from labvault.errors import AuthenticationFailed, StepUpRequired
 from labvault.store.tables import account, audit_event, auth_session, recovery_code
 from labvault.synthetic import SyntheticLab
 from labvault.vault.accounts import IDLE_TIMEOUT, SESSION_LIFETIME
-
-
-@pytest.fixture
-def desk(vault):
-    return vault.accounts
-
-
-@pytest.fixture
-def enrol(vault, operator, clock):
-    return partial(account_support.enrol, vault, operator, clock)
-
-
-@pytest.fixture
-def sign_in(vault, clock):
-    return partial(account_support.sign_in, vault, clock)
 
 
 def _principal(desk, grant, purpose="care"):

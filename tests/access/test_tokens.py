@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from functools import partial
 
-import account_support
 import pytest
 from account_support import SOURCE
 from sqlalchemy import select
@@ -20,19 +18,6 @@ from labvault.synthetic import SyntheticLab
 P = Permission
 
 
-@pytest.fixture
-def desk(vault):
-    return vault.accounts
-
-
-@pytest.fixture
-def enrol(vault, operator, clock):
-    return partial(account_support.enrol, vault, operator, clock)
-
-
-@pytest.fixture
-def sign_in(vault, clock):
-    return partial(account_support.sign_in, vault, clock)
 
 
 @pytest.fixture

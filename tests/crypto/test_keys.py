@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_KDF
+from db_support import FAST_KDF
 from labvault.crypto.envelope import dek_context, new_data_key
 from labvault.crypto.keys import (
     KEY_BYTES,

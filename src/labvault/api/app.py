@@ -93,21 +93,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             response.headers["retry-after"] = str(exc.retry_after)
         return response
 
-    @app.exception_handler(StepUpRequired)
-    def _step_up(request: Request, exc: StepUpRequired) -> JSONResponse:
-        return _error(403, "step_up_required")
-
-    @app.exception_handler(AccessDenied)
-    def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
-        return _error(403, "forbidden")
-
-    @app.exception_handler(NotFound)
-    def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, "not_found")
-
-    @app.exception_handler(KeyUnavailable)
-    def _gone(request: Request, exc: KeyUnavailable) -> JSONResponse:
-        return _error(410, "erased")
+    for exc_type, (status, name) in PLAIN_ERRORS.items():
+        app.add_exception_handler(exc_type, _plain(status, name))
 
     @app.exception_handler(InvalidRecord)
     def _invalid(request: Request, exc: InvalidRecord) -> JSONResponse:
@@ -149,6 +136,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The exception's text may hold anything: only its type reaches the log.
         log.error("internal error %s in request %s", type(exc).__name__, _rid(request))
         return _error(500, "internal")
+
+
+# Refusals whose answer is only their status and name (the most specific class wins).
+PLAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    StepUpRequired: (403, "step_up_required"),
+    AccessDenied: (403, "forbidden"),
+    NotFound: (404, "not_found"),
+    KeyUnavailable: (410, "erased"),
+}
+
+
+def _plain(status: int, name: str):
+    def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _error(status, name)
+
+    return handler
 
 
 def _rid(request: Request) -> str:
