@@ -1,7 +1,8 @@
 """Who calls: the bearer token of a session or of a service becomes a `Principal`.
 
 The route never decides what the principal may do: it passes the principal to the vault,
-which checks the permission and writes the audit event.
+which checks the permission and writes the audit event. Checking a session is one indexed
+lookup (no password hashing), so it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def token_of(credentials: HTTPAuthorizationCredentials | None) -> Secret[str]:
     return Secret(credentials.credentials)
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     x_purpose: Annotated[str | None, Header(pattern=PURPOSE_PATTERN,
