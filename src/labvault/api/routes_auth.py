@@ -48,7 +48,8 @@ def mfa(body: MfaIn, request: Request) -> SessionOut:
 def step_up(body: CodeIn, request: Request, principal: CurrentPrincipal,
             credentials: Bearer) -> Response:
     """A fresh second factor, which bulk operations (exports) require."""
-    vault_of(request).accounts.step_up(token_of(credentials), body.code)
+    vault_of(request).accounts.step_up(token_of(credentials), body.code,
+                                       source=source_of(request))
     return Response(status_code=204)
 
 

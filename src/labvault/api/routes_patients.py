@@ -10,7 +10,9 @@ work is long or unbounded (password hashing, the bulk export) run in the thread 
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +22,10 @@ from fastapi.responses import StreamingResponse
 
 from labvault.api.deps import CurrentPrincipal, vault_of
 from labvault.api.models import SearchIn, SearchOut, to_json
-from labvault.errors import AccessDenied, InvalidRecord
+from labvault.errors import AccessDenied, AuditUnavailable, InvalidRecord, LabvaultError
 
 router = APIRouter(tags=["patients"])
+log = logging.getLogger("labvault.api")
 
 
 @router.post("/patients/search", response_model=SearchOut)
@@ -64,16 +67,26 @@ async def own_record(request: Request, principal: CurrentPrincipal) -> dict[str,
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}})
 def export(request: Request, principal: CurrentPrincipal) -> StreamingResponse:
-    """Every record as JSON lines. Needs a second factor proven in the last minutes
-    (``/auth/step-up``); one audit event per batch of records."""
+    """Every record as JSON lines, then a last line ``{"complete": true, "records": N}`` (or
+    ``"complete": false`` with the reason if the export stopped). Needs a second factor proven
+    in the last minutes (``/auth/step-up``); one audit event per batch of records."""
     records = vault_of(request).iter_records(principal)
     first = next(records, None)  # the permission and step-up checks run here, before 200
 
     def lines() -> Iterator[bytes]:
-        if first is None:
+        # The answer's status is sent before the records: the last line says whether every
+        # record came, so a receiver can tell a complete export from one cut short.
+        sent = 0
+        try:
+            for r in itertools.chain([first] if first is not None else [], records):
+                yield json.dumps(to_json(r)).encode() + b"\n"
+                sent += 1
+        except LabvaultError as exc:
+            log.error("export stopped after %d records: %s", sent, type(exc).__name__)
+            yield json.dumps({"complete": False, "records": sent,
+                              "error": "audit_unavailable" if isinstance(exc, AuditUnavailable)
+                              else "refused"}).encode() + b"\n"
             return
-        yield json.dumps(to_json(first)).encode() + b"\n"
-        for r in records:
-            yield json.dumps(to_json(r)).encode() + b"\n"
+        yield json.dumps({"complete": True, "records": sent}).encode() + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -57,6 +57,10 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(
         help="An origin allowed to call the API from a browser (repeatable).")] = None,
     access_log: Annotated[bool, typer.Option(help="uvicorn's access log (paths only).")] = False,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        help="Address of a reverse proxy whose X-Forwarded-For names the client (repeatable). "
+             "Without it every client behind a proxy shares one address for throttling and "
+             "the audit.")] = None,
 ) -> None:
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
@@ -74,6 +78,8 @@ def serve(
     try:
         uvicorn.run(app, host=host, port=port, ssl_certfile=str(tls_cert) if tls_cert else None,
                     ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
-                    proxy_headers=False, access_log=access_log, log_level="info")
+                    proxy_headers=bool(trusted_proxy),
+                    forwarded_allow_ips=list(trusted_proxy) if trusted_proxy else None,
+                    access_log=access_log, log_level="info")
     finally:
         vault.close()

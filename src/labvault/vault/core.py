@@ -321,6 +321,12 @@ class Vault:
                 "name_birth_bidx", self._name_index.compute(name_birth_key(last_name, birth_date)))
         else:
             raise ValueError("search by nir, or by last_name and birth_date")
+        try:  # a search that names many patients is a bulk read
+            require_fresh_mfa(principal, Permission.PATIENT_SEARCH, len(ids), self._clock.now())
+        except StepUpRequired:
+            self._event(principal, Permission.PATIENT_SEARCH, "step_up_required", (), by=by,
+                        hits=len(ids))
+            raise
         self._event(principal, Permission.PATIENT_SEARCH, "allowed", ids, IDENTIFIERS, by=by,
                     hits=len(ids))
         return ids

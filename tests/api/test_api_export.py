@@ -1,0 +1,48 @@
+"""An export that the audit stops half-way says so in its last line: the answer's 200 was sent
+before the records, so the receiver must be able to tell a complete export from a cut one."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import func, select, text
+
+from labvault.access.principal import Role
+from labvault.store.tables import audit_event
+from labvault.synthetic import SyntheticLab
+
+
+def _fail_audit_after(engine, allowed_more: int) -> None:
+    """The audit table refuses inserts once it holds `allowed_more` more events (a real
+    failure of the store, raised by the database itself)."""
+    with engine.begin() as conn:
+        n = conn.execute(select(func.count()).select_from(audit_event)).scalar_one()
+        limit = n + allowed_more
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(
+                "CREATE TRIGGER audit_full BEFORE INSERT ON audit_event "
+                f"WHEN (SELECT count(*) FROM audit_event) >= {limit} "
+                "BEGIN SELECT RAISE(ABORT, 'audit store full'); END"))
+        else:
+            conn.execute(text(
+                "CREATE FUNCTION audit_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF (SELECT count(*) FROM audit_event) >= {limit} THEN "
+                "RAISE EXCEPTION 'audit store full'; END IF; RETURN NEW; END $$"))
+            conn.execute(text("CREATE TRIGGER audit_full BEFORE INSERT ON audit_event "
+                              "FOR EACH ROW EXECUTE FUNCTION audit_full()"))
+
+
+def test_an_export_cut_by_the_audit_ends_with_an_incomplete_line(client, vault, operator,
+                                                                  login, clock):
+    vault.put_patients(operator, list(SyntheticLab(seed=5, results_per_patient=1).records(230)))
+    bio = login(Role.BIOLOGIST)
+    clock.advance(timedelta(seconds=31))
+    r = client.post("/auth/step-up", json={"code": bio.totp.at(clock.now())}, headers=bio.headers)
+    assert r.status_code == 204
+    _fail_audit_after(vault._records.engine, 1)  # the first batch's event, then no more
+    r = client.get("/export", headers=bio.headers)
+    assert r.status_code == 200
+    *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
+    assert trailer == {"complete": False, "records": len(lines), "error": "audit_unavailable"}
+    assert 0 < len(lines) < 230  # the first batch only: nothing unaudited was sent
