@@ -39,12 +39,16 @@ def test_the_local_operator_creates_the_first_admin(vault, desk, operator, enrol
     principal = desk.authenticate(grant.token, source=SOURCE, purpose="admin",
                                   request_id="r1")
     assert principal.actor_id == f"account:{admin.id}" and principal.role is Role.ADMIN
-    # The admin manages accounts from then on.
+    # The admin manages accounts from then on, under the four-eyes rule: the account waits for
+    # a second person, and no enrolment token exists yet.
     new_id, token = desk.create_account(principal, email="tech@lab.example",
                                         display_name="Dominique Essai", roles=[Role.TECHNICIAN])
-    assert token.reveal().startswith("lve_")
+    assert not token
     [created] = _events(vault, "access:account:create")[-1:]
     assert created.actor == principal.actor_id and str(new_id) in created.detail
+    assert '"awaiting_approval"' in created.detail
+    [info] = [a for a in desk.list_accounts(operator) if a.id == new_id]
+    assert info.status == "awaiting_approval" and info.requested_by == principal.actor_id
 
 
 def test_refused_role_combinations(desk, operator):
@@ -317,9 +321,11 @@ def test_reset_mfa_by_an_admin_is_audited_and_drops_the_old_factor(vault, desk, 
     admin_grant = sign_in(enrol(Role.ADMIN))
     admin = desk.authenticate(admin_grant.token, source=SOURCE, purpose="lost phone",
                               request_id="req-7")
+    dpo = desk.authenticate(sign_in(enrol(Role.DPO)).token, source=SOURCE, purpose="lost phone",
+                            request_id="req-8")
     user = enrol(Role.BIOLOGIST)
     grant = sign_in(user)
-    token = desk.reset_mfa(admin, user.id)
+    assert not desk.reset_mfa(admin, user.id)  # the new token waits for a second person
     [event] = _events(vault, "access:account:reset-mfa")
     assert (event.actor, event.role, event.outcome) == (admin.actor_id, "admin", "allowed")
     assert (event.purpose, event.request_id) == ("lost phone", "req-7")
@@ -328,6 +334,7 @@ def test_reset_mfa_by_an_admin_is_audited_and_drops_the_old_factor(vault, desk, 
         desk.authenticate(grant.token, source=SOURCE, purpose="p", request_id="")
     with pytest.raises(AuthenticationFailed):  # no login until enrolled again
         desk.login(user.email, Secret(PASSWORD), SOURCE)
+    token = desk.approve(dpo, user.id)
     new_password = "another long passphrase for 2026"
     start = desk.begin_enrolment(token, Secret(new_password))
     app = pyotp.TOTP(start.secret.reveal())

@@ -4,6 +4,7 @@ prompts, listing, re-enrolment, service tokens."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pyotp
@@ -12,7 +13,7 @@ from account_support import PASSWORD
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from labvault import Settings, Vault
+from labvault import Permission, Principal, Role, Settings, Vault
 from labvault.access import totp
 from labvault.cli import app
 from labvault.secret import Secret
@@ -123,3 +124,41 @@ def test_ids_must_be_uuids(lv):
     assert lv("disable", "not-an-id").exit_code == 2
     r = lv("disable", "00000000-0000-4000-8000-000000000000")
     assert r.exit_code == 1 and "no account" in r.output
+
+
+def test_the_operator_approves_what_an_admin_asked_for(lv, data_dir):
+    vault = Vault.open(Settings.load(data_dir))
+    admin = Principal("account:00000000-0000-4000-8000-00000000000a", Role.ADMIN, "api", "p")
+    try:
+        bio, token = vault.accounts.create_account(admin, email="bio@lab.example",
+                                                   display_name="Bio", roles=[Role.BIOLOGIST])
+        svc, _ = vault.accounts.create_account(admin, email="gw@lab.example",
+                                               display_name="Gateway", roles=[Role.SERVICE])
+    finally:
+        vault.close()
+    assert not token
+    r = lv("list")
+    assert r.exit_code == 0 and r.output.count("awaiting_approval") == 2
+
+    r = lv("approve", str(bio))
+    assert r.exit_code == 0, r.output
+    assert ENROLMENT.search(r.output)
+    r = lv("approve", str(bio))
+    assert r.exit_code == 1 and "nothing awaits approval" in r.output
+    r = lv("approve", str(svc))
+    assert r.exit_code == 0 and "active" in r.output and not ENROLMENT.search(r.output)
+
+    vault = Vault.open(Settings.load(data_dir))
+    try:
+        token_id, token = vault.accounts.issue_token(admin, svc, scopes=[Permission.PATIENT_READ],
+                                                     ttl=timedelta(days=5), label="feed")
+    finally:
+        vault.close()
+    assert not token
+    r = lv("token", "list")
+    assert r.exit_code == 0 and "awaiting_approval" in r.output
+    r = lv("token", "approve", str(token_id))
+    assert r.exit_code == 0, r.output
+    assert API_TOKEN.search(r.output)
+    r = lv("token", "list")
+    assert "awaiting_approval" not in r.output and "active" in r.output

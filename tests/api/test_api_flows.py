@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from api_support import PASSWORD, enrol, personal_values
+import pyotp
 
+from api_support import PASSWORD, enrol, personal_values
 from labvault.access.permissions import Permission
 from labvault.access.principal import Role
 
@@ -52,8 +53,9 @@ def test_export_needs_a_fresh_second_factor(client, records, login, clock):
     assert r.status_code == 204
     r = client.get("/export", headers=bio.headers)
     assert r.status_code == 200
-    lines = [json.loads(x) for x in r.text.splitlines()]
+    *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
     assert sorted(x["patient"]["id"] for x in lines) == sorted(str(x.patient.id) for x in records)
+    assert trailer == {"complete": True, "records": len(records)}
     clock.advance(timedelta(minutes=6))
     assert client.get("/export", headers=bio.headers).status_code == 403
 
@@ -130,3 +132,71 @@ def test_every_read_is_audited_with_request_id(client, records, login, vault, op
     mine = [e for e in events if e.request_id == rid]
     assert mine and mine[-1].actor == f"account:{bio.account_id}"
     assert mine[-1].role == "biologist" and mine[-1].outcome == "allowed"
+
+
+def test_four_eyes_accounts_and_tokens(client, records, login, clock):
+    """One admin alone gets no secret; a second admin approves; the person enrols."""
+    first, second = login(Role.ADMIN), login(Role.ADMIN)
+    r = client.post("/accounts", headers=first.headers, json={
+        "email": "new.bio@lab.example", "display_name": "Nouvelle Biologiste",
+        "roles": ["biologist"]})
+    assert r.status_code == 201, r.text
+    account_id = r.json()["id"]
+    assert r.json() == {"id": account_id, "status": "awaiting_approval"}
+    accounts = client.get("/accounts", headers=first.headers).json()
+    [mine] = [a for a in accounts if a["id"] == account_id]
+    assert mine["status"] == "awaiting_approval"
+    assert mine["requested_by"] == f"account:{first.account_id}"
+
+    r = client.post(f"/accounts/{account_id}/approve", headers=first.headers)
+    assert r.status_code == 403 and r.json() == {"error": "forbidden"}
+    r = client.post(f"/accounts/{account_id}/approve", headers=second.headers)
+    assert r.status_code == 200, r.text
+    token = r.json()["enrolment_token"]
+    assert token.startswith("lve_")
+    r = client.post(f"/accounts/{account_id}/approve", headers=second.headers)
+    assert r.status_code == 422  # approved once, shown once
+
+    r = client.post("/auth/enrol", json={"enrolment_token": token, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    app = pyotp.TOTP(r.json()["secret"])
+    r = client.post("/auth/enrol/confirm", json={"enrolment_token": token,
+                                                 "code": app.at(clock.now())})
+    assert r.status_code == 200 and len(r.json()["recovery_codes"]) == 10
+    clock.advance(timedelta(seconds=31))
+    r = client.post("/auth/login", json={"email": "new.bio@lab.example", "password": PASSWORD})
+    r = client.post("/auth/mfa", json={"challenge": r.json()["challenge"],
+                                       "code": app.at(clock.now())})
+    assert r.status_code == 200 and r.json()["role"] == "biologist"
+    bio = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert client.get(f"/patients/{records[0].patient.id}", headers=bio).status_code == 200
+
+    # A re-enrolment asked for by one admin: no token until the other approves.
+    r = client.post(f"/accounts/{account_id}/reset-mfa", headers=first.headers)
+    assert r.status_code == 200 and r.json() == {"id": account_id,
+                                                 "status": "awaiting_approval"}
+    assert client.get(f"/patients/{records[0].patient.id}", headers=bio).status_code == 401
+    assert client.post(f"/accounts/{account_id}/approve",
+                       headers=first.headers).status_code == 403
+    r = client.post(f"/accounts/{account_id}/approve", headers=second.headers)
+    assert r.status_code == 200 and r.json()["enrolment_token"].startswith("lve_")
+
+    # A service account and its token, each approved by the other admin.
+    r = client.post("/accounts", headers=first.headers, json={
+        "email": "gateway@lab.example", "display_name": "Gateway", "roles": ["service"]})
+    service_id = r.json()["id"]
+    r = client.post(f"/accounts/{service_id}/approve", headers=second.headers)
+    assert r.status_code == 200 and r.json() == {"enrolment_token": None}
+    r = client.post(f"/accounts/{service_id}/tokens", headers=second.headers,
+                    json={"scopes": ["vault:patient:read"], "days": 30, "label": "feed"})
+    assert r.status_code == 201 and r.json()["status"] == "awaiting_approval"
+    assert set(r.json()) == {"id", "status"}
+    token_id = r.json()["id"]
+    [listed] = client.get("/tokens", headers=first.headers).json()
+    assert listed["status"] == "awaiting_approval" and "token" not in listed
+    assert client.post(f"/tokens/{token_id}/approve", headers=second.headers).status_code == 403
+    r = client.post(f"/tokens/{token_id}/approve", headers=first.headers)
+    assert r.status_code == 200 and r.json()["id"] == token_id
+    svc = {"Authorization": f"Bearer {r.json()['token']}"}
+    p = records[0].patient
+    assert client.get(f"/patients/{p.id}", headers=svc).status_code == 200

@@ -8,9 +8,9 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from api_support import personal_values
 from fastapi.routing import APIRoute
 
+from api_support import personal_values
 from labvault.access.principal import Role
 
 # Routes that answer without a session: login, MFA, enrolment, and a health check that says
@@ -37,10 +37,12 @@ PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
     ("GET", "/accounts"): (Role.DPO, None),
     ("POST", "/accounts/{account_id}/disable"): (Role.BIOLOGIST, None),
     ("POST", "/accounts/{account_id}/reset-mfa"): (Role.DPO, None),
+    ("POST", "/accounts/{account_id}/approve"): (Role.BIOLOGIST, None),
     ("POST", "/accounts/{account_id}/tokens"): (Role.BIOLOGIST, {
         "scopes": ["vault:patient:read"], "days": 30, "label": "gateway"}),
     ("GET", "/tokens"): (Role.BIOLOGIST, None),
     ("DELETE", "/tokens/{token_id}"): (Role.BIOLOGIST, None),
+    ("POST", "/tokens/{token_id}/approve"): (Role.BIOLOGIST, None),
     ("GET", "/audit/events"): (Role.ADMIN, None),
     ("GET", "/audit/patients/{patient_id}/accesses"): (Role.BIOLOGIST, None),
     ("GET", "/audit/checkpoints"): (Role.ADMIN, None),

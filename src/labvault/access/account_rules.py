@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from labvault.access.permissions import SERVICE_GRANTABLE, Permission
-from labvault.access.principal import Role
+from labvault.access.principal import Principal, Role
 from labvault.errors import InvalidRecord
 from labvault.secret import Secret
 
@@ -32,6 +32,9 @@ UNKNOWN = "unknown"
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # Prefixes tell the kind of a leaked secret at a glance (and let secret scanners find them).
 ENROLMENT_PREFIX, CHALLENGE_PREFIX, SESSION_PREFIX, API_PREFIX = "lve_", "lvc_", "lvs_", "lvt_"
+# The state of an account, a re-enrolment or a service token asked for by one person and not yet
+# approved by a second one: it opens nothing, and no secret exists for it yet.
+AWAITING_APPROVAL = "awaiting_approval"
 
 
 class AccessEvent(StrEnum):
@@ -39,6 +42,7 @@ class AccessEvent(StrEnum):
     ACCOUNT_LIST = "access:account:list"
     ACCOUNT_DISABLE = "access:account:disable"
     ACCOUNT_RESET_MFA = "access:account:reset-mfa"
+    ACCOUNT_APPROVE = "access:account:approve"
     ENROLMENT_BEGIN = "access:enrolment:begin"
     ENROLMENT_COMPLETE = "access:enrolment:complete"
     ENROLMENT_FAILURE = "access:enrolment:failure"
@@ -53,6 +57,7 @@ class AccessEvent(StrEnum):
     TOKEN_ISSUE = "access:token:issue"  # noqa: S105 - an event name
     TOKEN_REVOKE = "access:token:revoke"  # noqa: S105 - an event name
     TOKEN_LIST = "access:token:list"  # noqa: S105 - an event name
+    TOKEN_APPROVE = "access:token:approve"  # noqa: S105 - an event name
     TOKEN_FAILURE = "access:token:failure"  # noqa: S105 - an event name
 
 
@@ -82,6 +87,14 @@ def actor_of(account_id: uuid.UUID | None) -> str:
 def pending_ref(account_id: uuid.UUID, enrolment_row: Any) -> str:
     """What a pending TOTP secret is bound to: its account and its enrolment."""
     return f"{account_id.hex}/{bytes(enrolment_row.token_hash).hex()}"
+
+
+def needs_approval(principal: Principal) -> bool:
+    """Whether what the principal grants (an account, a re-enrolment, a service token) waits
+    for a second person. Only the local operator, who holds the key file on the lab's machine,
+    grants alone. Every role waits, administrators and DPOs included: an approver created by one
+    person alone would let that person approve his own requests."""
+    return principal.role is not Role.LOCAL_OPERATOR
 
 
 def valid_roles(roles: list[Role], patient_id: uuid.UUID | None) -> tuple[Role, ...]:
@@ -121,8 +134,8 @@ def valid_scopes(scopes: list[Permission]) -> tuple[str, ...]:
     return tuple(str(p) for p in chosen)
 
 
-__all__ = ["API_PREFIX", "CHALLENGE_PREFIX", "CHALLENGE_TTL", "EMAIL_INDEX", "EMAIL_PATTERN",
-           "ENROLMENT_PREFIX", "ENROLMENT_TTL", "FIELDS_KEY", "IDLE_TIMEOUT", "MAX_TOKEN_TTL",
-           "RECOVERY_KEY", "SESSION_LIFETIME", "SESSION_PREFIX", "UNKNOWN", "AccessEvent",
-           "actor_of", "aware", "new_token", "parse_roles", "pending_ref", "token_digest",
-           "valid_roles", "valid_scopes", "valid_text"]
+__all__ = ["API_PREFIX", "AWAITING_APPROVAL", "CHALLENGE_PREFIX", "CHALLENGE_TTL", "EMAIL_INDEX",
+           "EMAIL_PATTERN", "ENROLMENT_PREFIX", "ENROLMENT_TTL", "FIELDS_KEY", "IDLE_TIMEOUT",
+           "MAX_TOKEN_TTL", "RECOVERY_KEY", "SESSION_LIFETIME", "SESSION_PREFIX", "UNKNOWN",
+           "AccessEvent", "actor_of", "aware", "needs_approval", "new_token", "parse_roles",
+           "pending_ref", "token_digest", "valid_roles", "valid_scopes", "valid_text"]

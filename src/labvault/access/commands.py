@@ -1,8 +1,11 @@
 """``labvault accounts …``: named accounts, their enrolment and the service tokens.
 
 Run on the lab's machine, these commands act as the local operator (who holds the key file);
-that is how the first administrator is created. Secrets (enrolment tokens, API tokens,
-recovery codes) are printed once and never stored in clear.
+that is how the first administrator is created, and what the operator creates is in force at
+once. What administrators ask for through the API (accounts, re-enrolments, service tokens)
+waits for a second person: `accounts approve` and `accounts token approve` bring it into force
+and print its secret. Secrets (enrolment tokens, API tokens, recovery codes) are printed once
+and never stored in clear.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def add(
 
 @accounts_app.command("list")
 def list_accounts(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """Every account: id, e-mail, name, roles, status."""
+    """Every account: id, e-mail, name, roles, status (awaiting_approval: see `approve`)."""
     try:
         with open_vault(data_dir) as vault:
             accounts = vault.accounts.list_accounts(local_operator("account administration"))
@@ -117,6 +120,24 @@ def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise fail(exc) from None
     console.print(f"account {aid} must enrol again; new enrolment token (shown once, 72 h):")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
+
+
+@accounts_app.command("approve")
+def approve(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Approve an account or a re-enrolment awaiting approval; print its enrolment token."""
+    aid = _uuid(account_id, "account id")
+    try:
+        with open_vault(data_dir) as vault:
+            token = vault.accounts.approve(local_operator("account approval"), aid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    if token:
+        console.print(f"account {aid} approved; enrolment token, shown once and valid 72 h — "
+                      "hand it over in person or by a channel other than the e-mail:")
+        console.print(token.reveal(), highlight=False, soft_wrap=True)
+    else:
+        console.print(f"service account {aid} approved and active; its API tokens are approved "
+                      "one by one (`labvault accounts token approve`)")
 
 
 @accounts_app.command("enrol")
@@ -170,6 +191,19 @@ def token_issue(
     console.print(token.reveal(), highlight=False, soft_wrap=True)
 
 
+@token_app.command("approve")
+def token_approve(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Approve an API token awaiting approval; print it once."""
+    tid = _uuid(token_id, "token id")
+    try:
+        with open_vault(data_dir) as vault:
+            token = vault.accounts.approve_token(local_operator("service token approval"), tid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"token {tid} approved and active; the token, shown once:")
+    console.print(token.reveal(), highlight=False, soft_wrap=True)
+
+
 @token_app.command("revoke")
 def token_revoke(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Revoke an API token."""
@@ -188,7 +222,7 @@ def token_list(
     = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """API tokens (never their secrets): scopes, expiry, last use."""
+    """API tokens (never their secrets): scopes, status, expiry, last use."""
     aid = _uuid(account, "account id") if account else None
     try:
         with open_vault(data_dir) as vault:
@@ -197,9 +231,10 @@ def token_list(
     except LabvaultError as exc:
         raise fail(exc) from None
     t = Table(title=f"{len(tokens)} tokens")
-    for col in ("id", "account", "label", "scopes", "expires", "revoked", "last used"):
+    for col in ("id", "account", "label", "scopes", "status", "expires", "revoked",
+                "last used"):
         t.add_column(col)
     for k in tokens:
-        t.add_row(str(k.id), str(k.account_id), k.label, " ".join(k.scopes),
+        t.add_row(str(k.id), str(k.account_id), k.label, " ".join(k.scopes), k.status,
                   _when(k.expires_at), _when(k.revoked_at), _when(k.last_used_at))
     console.print(t)

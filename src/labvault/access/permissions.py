@@ -32,6 +32,9 @@ class Permission(StrEnum):
     MIGRATION_ERASE = "vault:migration:erase"  # destroy a staging area and its key
     QUARANTINE_READ = "vault:quarantine:read"  # the quarantined units' bytes (personal data)
     ACCOUNT_MANAGE = "access:account:manage"  # create, disable, re-enrol accounts
+    # Bring into force an account, a re-enrolment or a service token that another person asked
+    # for (four eyes): the approver receives the enrolment token or the API token to hand over.
+    ACCOUNT_APPROVE = "access:account:approve"
     TOKEN_MANAGE = "access:token:manage"  # noqa: S105 - a permission name, issue/revoke tokens
     AUDIT_READ = "audit:log:read"  # events, who-read reports, exports: ids, never values
     AUDIT_VERIFY = "audit:log:verify"
@@ -47,9 +50,9 @@ POLICY: dict[Role, frozenset[Permission]] = {
     Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ,
                                P.PATIENT_EXPORT}),
     Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
-                         P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH}),
-    Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.TOKEN_MANAGE, P.MIGRATION_READ,
-                           P.AUDIT_HEALTH}),
+                         P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH, P.ACCOUNT_APPROVE}),
+    Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.ACCOUNT_APPROVE, P.TOKEN_MANAGE,
+                           P.MIGRATION_READ, P.AUDIT_HEALTH}),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),
     Role.SERVICE: frozenset(),  # only what its token's scopes grant, within SERVICE_GRANTABLE
 }

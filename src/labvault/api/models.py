@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,13 +88,19 @@ class AccountIn(Strict):
     patient_id: uuid.UUID | None = None
 
 
-class AccountCreatedOut(BaseModel):
+class AwaitingApprovalOut(BaseModel):
+    """An account, re-enrolment or token asked for: no secret exists until a second person
+    approves it."""
+
     id: uuid.UUID
-    enrolment_token: str
+    status: Literal["awaiting_approval"]
 
 
 class EnrolmentTokenOut(BaseModel):
-    enrolment_token: str
+    """An approved account's one-time enrolment token (null for a service account: active at
+    once, it signs in with API tokens only)."""
+
+    enrolment_token: str | None
 
 
 class AccountOut(BaseModel):
@@ -105,6 +111,8 @@ class AccountOut(BaseModel):
     status: str
     enrolled_at: datetime | None
     created_at: datetime
+    requested_by: str | None
+    approved_by: str | None
 
 
 class TokenIn(Strict):

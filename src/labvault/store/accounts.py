@@ -29,6 +29,10 @@ from labvault.store.tables import (
     recovery_code,
 )
 
+# An account, re-enrolment or token asked for and not yet approved by a second person (the
+# account desk's `labvault.access.account_rules.AWAITING_APPROVAL`).
+AWAITING_APPROVAL = "awaiting_approval"
+
 SESSION_WITH_ACCOUNT = (auth_session, account.c.status, account.c.patient_id, account.c.roles,
                         account.c.email, account.c.totp_secret, account.c.totp_last_step)
 
@@ -84,16 +88,32 @@ class AccountStore:
             _revoke_all(conn, account_id, now)
 
     def reset_mfa(self, account_id: uuid.UUID, now: datetime,
-                  enrolment_row: dict[str, Any]) -> None:
-        """Back to pending: password, TOTP secret and recovery codes dropped, sessions revoked,
-        one new enrolment."""
+                  enrolment_row: dict[str, Any] | None, *, status: str,
+                  requested_by: str) -> None:
+        """Back to ``status`` (pending, or awaiting approval): password, TOTP secret and recovery
+        codes dropped, sessions and unused enrolments revoked, one new enrolment if given."""
         with guarded("resetting the second factor"), self.engine.begin() as conn:
             conn.execute(update(account).where(account.c.id == account_id).values(
-                status="pending", password_hash=None, totp_secret=None, totp_last_step=None,
-                enrolled_at=None))
+                status=status, password_hash=None, totp_secret=None, totp_last_step=None,
+                enrolled_at=None, requested_by=requested_by, approved_by=None))
             conn.execute(delete(recovery_code).where(recovery_code.c.account_id == account_id))
             _revoke_all(conn, account_id, now)
-            conn.execute(insert(enrolment), enrolment_row)
+            if enrolment_row is not None:
+                conn.execute(insert(enrolment), enrolment_row)
+
+    def approve_account(self, account_id: uuid.UUID, status: str, approved_by: str,
+                        enrolment_row: dict[str, Any] | None) -> bool:
+        """Move an account awaiting approval to ``status``, with its enrolment if given; False
+        (nothing changes) if it no longer awaits approval (approved or disabled meanwhile)."""
+        with guarded("approving the account"), self.engine.begin() as conn:
+            done = conn.execute(update(account).where(
+                account.c.id == account_id, account.c.status == AWAITING_APPROVAL,
+            ).values(status=status, approved_by=approved_by))
+            if done.rowcount != 1:
+                return False
+            if enrolment_row is not None:
+                conn.execute(insert(enrolment), enrolment_row)
+            return True
 
     # -- enrolment ---------------------------------------------------------------------------------
     def enrolment(self, token_hash: bytes) -> Row | None:
@@ -173,7 +193,8 @@ class AccountStore:
             return conn.execute(select(api_token).where(api_token.c.id == token_id)).first()
 
     def token_by_hash(self, token_hash: bytes) -> Row | None:
-        q = (select(api_token, account.c.status, account.c.roles)
+        """The token with its account's status (``account_status``) and roles."""
+        q = (select(api_token, account.c.status.label("account_status"), account.c.roles)
              .join(account, account.c.id == api_token.c.account_id)
              .where(api_token.c.token_hash == token_hash))
         with guarded("reading the token"), self.engine.connect() as conn:
@@ -185,6 +206,16 @@ class AccountStore:
             q = q.where(api_token.c.account_id == account_id)
         with guarded("listing tokens"), self.engine.connect() as conn:
             return list(conn.execute(q))
+
+    def approve_token(self, token_id: uuid.UUID, token_hash: bytes, approved_by: str) -> bool:
+        """Activate a token awaiting approval under its new digest; False (nothing changes) if
+        it was approved or revoked meanwhile."""
+        with guarded("approving the token"), self.engine.begin() as conn:
+            done = conn.execute(update(api_token).where(
+                api_token.c.id == token_id, api_token.c.status == AWAITING_APPROVAL,
+                api_token.c.revoked_at.is_(None),
+            ).values(status="active", token_hash=token_hash, approved_by=approved_by))
+            return done.rowcount == 1
 
     def update_token(self, token_id: uuid.UUID, **values: Any) -> None:
         with guarded("updating the token"), self.engine.begin() as conn:

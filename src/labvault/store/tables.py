@@ -227,11 +227,15 @@ account = Table(
     Column("patient_id", Uuid, nullable=True),  # the patient role's own record
     Column("password_hash", String(200), nullable=True),  # argon2id; null until enrolled
     Column("totp_last_step", BigInteger, nullable=True),  # replay refusal
-    Column("status", String(20), nullable=False),  # pending | active | disabled
+    # awaiting_approval | pending | active | disabled
+    Column("status", String(20), nullable=False),
     _ts("created_at"),
     Column("created_by", String(200), nullable=False),
     _ts("enrolled_at", nullable=True),
     _ts("password_changed_at", nullable=True),
+    # Who asked for the account or its last re-enrolment, and who approved it (four eyes).
+    Column("requested_by", String(200), nullable=True),
+    Column("approved_by", String(200), nullable=True),
 )
 
 enrolment = Table(
@@ -283,7 +287,9 @@ api_token = Table(
     _ts("expires_at"),
     _ts("revoked_at", nullable=True),
     _ts("last_used_at", nullable=True),
-    Column("created_by", String(200), nullable=False),
+    Column("created_by", String(200), nullable=False),  # who asked for the token
+    Column("status", String(20), nullable=False),  # awaiting_approval | active
+    Column("approved_by", String(200), nullable=True),
 )
 
 # Failed logins per account and per source address (keyed HMAC, no address in clear).

@@ -1,7 +1,10 @@
 """The account desk: named accounts, enrolment, two-factor login, sessions and service tokens.
 
 Every access is made by one named person proven by two factors (password, then TOTP or a
-recovery code) and limited by the role chosen at login. An account's e-mail, name, RPPS and TOTP
+recovery code) and limited by the role chosen at login. Four eyes: an account, a re-enrolment
+or a service token asked for by anyone but the local operator waits (``awaiting_approval``)
+until a second, different person approves it; only then does its secret exist, and it goes to
+the approver, who hands it over. An account's e-mail, name, RPPS and TOTP
 secret are sealed under the ``accounts/fields/v1`` key, bound to the account's id; the e-mail
 is found through a blind index. The secrets given to users (enrolment, challenge, session and
 API tokens, recovery codes) are shown once and stored only as digests.
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.access import passwords, totp
 from labvault.access.account_rules import (
     API_PREFIX,
+    AWAITING_APPROVAL,
     EMAIL_INDEX,
     EMAIL_PATTERN,
     ENROLMENT_PREFIX,
@@ -40,6 +44,7 @@ from labvault.access.account_rules import (
     AccessEvent,
     actor_of,
     aware,
+    needs_approval,
     new_token,
     parse_roles,
     pending_ref,
@@ -56,7 +61,7 @@ from labvault.audit.sink import AuditEvent
 from labvault.crypto.blind import BlindIndex
 from labvault.crypto.envelope import AesGcmFieldCipher, Sealed
 from labvault.domain.identifiers import validate_rpps
-from labvault.errors import AuthenticationFailed, InvalidRecord, NotFound
+from labvault.errors import AccessDenied, AuthenticationFailed, InvalidRecord, NotFound
 from labvault.secret import Secret
 from labvault.store.accounts import AccountStore
 from labvault.vault.sessions import SessionGrant, Sessions
@@ -74,9 +79,11 @@ class AccountInfo:
     email: Secret[str]
     display_name: Secret[str]
     roles: tuple[Role, ...]
-    status: str  # pending | active | disabled
+    status: str  # awaiting_approval | pending | active | disabled
     enrolled_at: datetime | None
     created_at: datetime
+    requested_by: str | None = None  # who asked for the account or its last re-enrolment
+    approved_by: str | None = None  # the second person, when one was needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +114,12 @@ class AccountDesk(Sessions, ServiceTokens):
 
     def _audit(self, action: AccessEvent, outcome: str, *, actor: str = UNKNOWN,
                role: str = "none", source: str = UNKNOWN, purpose: str = "access",
-               request_id: str = "", **detail: object) -> None:
+               request_id: str = "", patient_ids: tuple[uuid.UUID, ...] = (),
+               **detail: object) -> None:
         self._vault._audit.append(AuditEvent(
             at=self._now(), actor=actor, role=str(role), source=source or UNKNOWN,
-            purpose=purpose, action=str(action), outcome=outcome, detail=detail,
-            request_id=request_id))
+            purpose=purpose, action=str(action), outcome=outcome, patient_ids=patient_ids,
+            detail=detail, request_id=request_id))
 
     def _audit_as(self, principal: Principal, action: AccessEvent, outcome: str = "allowed",
                   **detail: object) -> None:
@@ -149,9 +157,13 @@ class AccountDesk(Sessions, ServiceTokens):
     def create_account(self, principal: Principal, *, email: str, display_name: str,
                        roles: list[Role], rpps: str | None = None,
                        patient_id: uuid.UUID | None = None) -> tuple[uuid.UUID, Secret[str]]:
-        """A new account and its one-time enrolment token (valid 72 h). A service account is
-        active at once, has no password and no enrolment (the token returned is empty): it
-        authenticates with API tokens only."""
+        """A new account and its one-time enrolment token (valid 72 h).
+
+        Asked for by anyone but the local operator, the account awaits approval by a second
+        person (`approve`), and the token returned is empty: the enrolment token is drawn at
+        approval and goes to the approver. A service account has no password and no enrolment
+        (its token is always empty); it authenticates with API tokens only, and is active once
+        created by the local operator or approved."""
         self._vault._authorize(principal, Permission.ACCOUNT_MANAGE)
         act = AccessEvent.ACCOUNT_CREATE
         try:
@@ -170,16 +182,19 @@ class AccountDesk(Sessions, ServiceTokens):
             self._audit_as(principal, act, "invalid", field=exc.field)
             raise
         account_id, now = uuid.uuid4(), self._now()
-        service = chosen == (Role.SERVICE,)
+        service, waits = chosen == (Role.SERVICE,), needs_approval(principal)
+        status = AWAITING_APPROVAL if waits else "active" if service else "pending"
         row = {"id": account_id, "email_bidx": bidx, "roles": ",".join(chosen),
                "email": self._seal("email", account_id, address),
                "display_name": self._seal("display_name", account_id, name),
                "rpps": self._seal("rpps", account_id, number), "patient_id": patient_id,
-               "status": "active" if service else "pending", "created_at": now,
-               "created_by": principal.actor_id}
-        token, enrol = (Secret(""), None) if service else self._enrolment_row(
+               "status": status, "created_at": now, "created_by": principal.actor_id,
+               "requested_by": principal.actor_id}
+        token, enrol = (Secret(""), None) if service or waits else self._enrolment_row(
             account_id, now, principal.actor_id)
-        self._audit_as(principal, act, account_id=str(account_id), roles=list(chosen))
+        self._audit_as(principal, act, account_id=str(account_id), roles=list(chosen),
+                       status=status, requested_by=principal.actor_id,
+                       patient_ids=_own_record(patient_id))
         if not self._store.insert_account(row, enrol):
             raise InvalidRecord("email", "already used")
         return account_id, token
@@ -191,7 +206,7 @@ class AccountDesk(Sessions, ServiceTokens):
         return [AccountInfo(r.id, Secret(self._open("email", r.id, r.email) or ""),
                             Secret(self._open("display_name", r.id, r.display_name) or ""),
                             parse_roles(r.roles), r.status, aware(r.enrolled_at),
-                            aware(r.created_at)) for r in rows]
+                            aware(r.created_at), r.requested_by, r.approved_by) for r in rows]
 
     def disable_account(self, principal: Principal, account_id: uuid.UUID) -> None:
         """Disable the account; its sessions and tokens are revoked at once."""
@@ -202,20 +217,57 @@ class AccountDesk(Sessions, ServiceTokens):
 
     def reset_mfa(self, principal: Principal, account_id: uuid.UUID) -> Secret[str]:
         """Re-enrolment: password, TOTP secret and recovery codes dropped, sessions revoked; the
-        new enrolment token is returned (valid 72 h)."""
+        new enrolment token is returned (valid 72 h).
+
+        Asked for by anyone but the local operator, the account awaits approval by a second
+        person (`approve`) and the token returned is empty: the approver receives it."""
         self._vault._authorize(principal, Permission.ACCOUNT_MANAGE)
         act = AccessEvent.ACCOUNT_RESET_MFA
         row = self._account(principal, act, account_id)
         reason = ("disabled" if row.status == "disabled" else
-                  "service" if Role.SERVICE in parse_roles(row.roles) else None)
+                  "service" if Role.SERVICE in parse_roles(row.roles) else
+                  AWAITING_APPROVAL if row.status == AWAITING_APPROVAL else None)
         if reason:
-            self._audit_as(principal, act, "invalid", account_id=str(account_id), reason=reason)
-            raise InvalidRecord("account_id", "a disabled or service account has no second "
-                                              "factor to reset")
-        now = self._now()
-        token, enrol = self._enrolment_row(account_id, now, principal.actor_id)
-        self._audit_as(principal, act, account_id=str(account_id))
-        self._store.reset_mfa(account_id, now, enrol)
+            self._audit_as(principal, act, "invalid", account_id=str(account_id), reason=reason,
+                           patient_ids=_own_record(row.patient_id))
+            raise InvalidRecord("account_id", "a disabled or service account, or one awaiting "
+                                              "approval, has no second factor to reset")
+        now, waits = self._now(), needs_approval(principal)
+        status = AWAITING_APPROVAL if waits else "pending"
+        token, enrol = (Secret(""), None) if waits else self._enrolment_row(
+            account_id, now, principal.actor_id)
+        self._audit_as(principal, act, account_id=str(account_id), status=status,
+                       requested_by=principal.actor_id, patient_ids=_own_record(row.patient_id))
+        self._store.reset_mfa(account_id, now, enrol, status=status,
+                              requested_by=principal.actor_id)
+        return token
+
+    def approve(self, principal: Principal, account_id: uuid.UUID) -> Secret[str]:
+        """Bring into force an account, or a re-enrolment, that another person asked for.
+
+        Returns the one-time enrolment token (valid 72 h), drawn now, for the approver to hand
+        over to the person; for a service account the token is empty and the account is active
+        (its API tokens are approved one by one, `approve_token`). The requester, and the
+        account's own holder, cannot approve: `AccessDenied`, audited."""
+        self._vault._authorize(principal, Permission.ACCOUNT_APPROVE)
+        act = AccessEvent.ACCOUNT_APPROVE
+        row = self._account(principal, act, account_id)
+        about: dict[str, Any] = {"account_id": str(account_id),
+                                 "requested_by": row.requested_by,
+                                 "patient_ids": _own_record(row.patient_id)}
+        if row.status != AWAITING_APPROVAL:
+            self._audit_as(principal, act, "invalid", reason=row.status, **about)
+            raise InvalidRecord("account_id", "nothing awaits approval")
+        if principal.actor_id in (row.requested_by, actor_of(account_id)):
+            self._audit_as(principal, act, "denied", reason="requester", **about)
+            raise AccessDenied(principal.actor_id, principal.role, Permission.ACCOUNT_APPROVE)
+        service, now = parse_roles(row.roles) == (Role.SERVICE,), self._now()
+        token, enrol = (Secret(""), None) if service else self._enrolment_row(
+            account_id, now, principal.actor_id)
+        self._audit_as(principal, act, approved_by=principal.actor_id, **about)
+        if not self._store.approve_account(account_id, "active" if service else "pending",
+                                           principal.actor_id, enrol):
+            raise InvalidRecord("account_id", "nothing awaits approval")  # approved meanwhile
         return token
 
     # -- enrolment ---------------------------------------------------------------------------------
@@ -278,7 +330,8 @@ class AccountDesk(Sessions, ServiceTokens):
         codes = totp.new_recovery_codes()
         digests = [totp.recovery_digest(c, self._recovery_key) for c in codes]
         self._audit(AccessEvent.ENROLMENT_COMPLETE, "allowed", actor=actor, source=source,
-                    purpose="enrolment", recovery_codes=len(codes))
+                    purpose="enrolment", recovery_codes=len(codes), issued_by=row.created_by,
+                    requested_by=acct.requested_by)
         if not self._store.complete_enrolment(row.token_hash, acct.id,
                                               self._seal("totp_secret", acct.id, secret.reveal()),
                                               step, [d for d in digests if d], now):
@@ -291,6 +344,11 @@ class AccountDesk(Sessions, ServiceTokens):
         value = Secret(token).reveal() or ""
         check = self.authenticate_token if value.startswith(API_PREFIX) else self.authenticate
         return check(token, source=source, purpose=purpose, request_id=request_id)
+
+
+def _own_record(patient_id: uuid.UUID | None) -> tuple[uuid.UUID, ...]:
+    """A patient account's events name its record, so that they show in who-read reports."""
+    return (patient_id,) if patient_id is not None else ()
 
 
 __all__ = ["AccessEvent", "AccountDesk", "AccountInfo", "EnrolmentStart", "SessionGrant",
