@@ -17,11 +17,13 @@ from sqlalchemy import text
 from labvault import AuditUnavailable, Vault
 from labvault.audit.copy import FileCopy
 from labvault.audit.export import SyslogSender
+from labvault.secret import Secret
 from labvault.synthetic import SyntheticLab
 
 HEADER = re.compile(r"^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|\[.*\])(?: (.*))?$", re.S)
 SD = re.compile(r'^\[([^ =\]"]+)((?: [^ =\]"]+="(?:[^"\\\]]|\\.)*")*)\]')
 PARAM = re.compile(r' ([^ =\]"]+)="((?:[^"\\\]]|\\.)*)"')
+KEY = Secret(bytes(range(32)))
 
 
 def parse_rfc5424(message: str) -> dict:
@@ -30,7 +32,8 @@ def parse_rfc5424(message: str) -> dict:
     pri, ts, host, app, procid, msgid, sd, msg = m.groups()
     sdm = SD.match(sd)
     assert sdm and sdm.end() == len(sd)
-    params = {k: re.sub(r"\\(.)", r"\1", v) for k, v in PARAM.findall(sdm.group(2))}
+    # RFC 5424 6.3.3: only \", \\ and \] are escapes; any other backslash is itself.
+    params = {k: re.sub(r'\\(["\\\]])', r"\1", v) for k, v in PARAM.findall(sdm.group(2))}
     return {"facility": int(pri) // 8, "severity": int(pri) % 8, "timestamp": ts, "host": host,
             "app": app, "procid": procid, "msgid": msgid, "sd_id": sdm.group(1),
             "params": params, "msg": msg}
@@ -255,7 +258,7 @@ def test_syslog_export_to_real_udp_and_tcp_listeners(vault, operator, records) -
 def test_file_copy_refuses_to_follow_a_link(tmp_path) -> None:
     target = tmp_path / "target"
     (tmp_path / "copy.jsonl").symlink_to(target)
-    copy = FileCopy(tmp_path / "copy.jsonl")
+    copy = FileCopy(tmp_path / "copy.jsonl", KEY)
     from datetime import UTC, datetime
 
     from labvault.audit.sink import AuditEvent
@@ -285,5 +288,189 @@ def test_an_unknown_copy_setting_is_refused(tmp_path) -> None:
 
     for bad in ("ftp://x", "syslog+http://h:1", "syslog+udp://h"):
         with pytest.raises(ConfigurationError):
-            copy_from_setting(bad, tmp_path)
-    assert copy_from_setting("file:/var/log/x.jsonl", tmp_path).path.as_posix() == "/var/log/x.jsonl"
+            copy_from_setting(bad, tmp_path, KEY)
+    assert copy_from_setting("file:/var/log/x.jsonl", tmp_path,
+                             KEY).path.as_posix() == "/var/log/x.jsonl"
+    with pytest.raises(ConfigurationError):
+        copy_from_setting("file:x.jsonl", tmp_path)  # a file copy needs the journal key
+
+
+# -- the journal's MACs ------------------------------------------------------------------------
+def _event(i: int, **kw):
+    from datetime import UTC, datetime
+
+    from labvault.audit.sink import AuditEvent
+
+    return AuditEvent(datetime(2026, 3, 2, 9, i, tzinfo=UTC), f"biologist:{i}", "biologist",
+                      "10.0.0.7", "result review", "vault:result:read", "allowed", **kw)
+
+
+def _journal_of(vault: Vault, path, events: int = 4) -> FileCopy:
+    from labvault.audit.copy import JOURNAL_KEY
+
+    copy = FileCopy(path, vault._keys.index_key(JOURNAL_KEY))
+    for i in range(events):
+        copy.write(_event(i), None)
+    return copy
+
+
+def _refused_at(vault: Vault, operator, path, line: int) -> None:
+    from labvault.audit.copy import JournalTampered
+
+    before = vault.audit_log.length()
+    with pytest.raises(JournalTampered) as caught:
+        vault.audit_log.recover(operator, path)
+    assert caught.value.line == line
+    assert vault.audit_log.length() == before + 1  # the recovery's own event, nothing else
+    assert not [le for le in vault._audit.chain.logged() if "recovered_from" in le.event.detail]
+
+
+def _rewrite(path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(lines))
+
+
+def test_every_journal_line_carries_a_chained_mac(vault, operator, tmp_path) -> None:
+    path = tmp_path / "journal.jsonl"
+    _journal_of(vault, path)
+    docs = _lines(path)
+    assert [d["n"] for d in docs] == [1, 2, 3, 4]
+    assert all(re.fullmatch("[0-9a-f]{64}", d["mac"]) for d in docs)
+    assert len({d["mac"] for d in docs}) == 4
+    done = vault.audit_log.recover(operator, path)
+    assert (done.recovered, done.already) == (4, 0)
+
+
+def test_a_forged_journal_line_is_refused_and_nothing_is_chained(vault, operator,
+                                                                  tmp_path) -> None:
+    """The forger has write access to the file, not the key: a line without a MAC, with a MAC
+    of his own, or copied from a genuine line with another event, is found, at its line."""
+    path = tmp_path / "journal.jsonl"
+    _journal_of(vault, path)
+    genuine = path.read_bytes().splitlines(keepends=True)
+    forged = json.loads(genuine[1])
+    forged.update(actor="biologist:someone-else", chained=False)  # reusing its journal id
+    _rewrite(path, [*genuine, (json.dumps(forged) + "\n").encode()])
+    _refused_at(vault, operator, path, 5)
+    forged.update(n=5, mac="ab" * 32)
+    _rewrite(path, [*genuine, (json.dumps(forged) + "\n").encode()])
+    _refused_at(vault, operator, path, 5)
+    _rewrite(path, [genuine[0], genuine[1].replace(b"biologist:1", b"biologist:9"),
+                    *genuine[2:]])
+    _refused_at(vault, operator, path, 2)  # an altered line
+    _rewrite(path, [b'{"chained": false}\n', *genuine])
+    _refused_at(vault, operator, path, 1)
+    other = tmp_path / "other.jsonl"
+    FileCopy(other, KEY).write(_event(1), None)  # the right format, another key
+    _refused_at(vault, operator, other, 1)
+
+
+def test_removed_or_moved_journal_lines_are_refused(vault, operator, tmp_path) -> None:
+    path = tmp_path / "journal.jsonl"
+    _journal_of(vault, path)
+    genuine = path.read_bytes().splitlines(keepends=True)
+    _rewrite(path, [genuine[0], *genuine[2:]])
+    _refused_at(vault, operator, path, 2)  # a line removed
+    _rewrite(path, genuine[1:])
+    _refused_at(vault, operator, path, 1)  # the first one removed
+    _rewrite(path, [genuine[0], genuine[2], genuine[1], genuine[3]])
+    _refused_at(vault, operator, path, 2)  # two lines swapped
+    _rewrite(path, [*genuine, genuine[3]])
+    _refused_at(vault, operator, path, 5)  # a line repeated
+    _rewrite(path, genuine)
+    assert vault.audit_log.recover(operator, path).recovered == 4
+
+
+def test_the_journal_goes_on_across_restarts_and_a_cut_line(vault, operator, tmp_path) -> None:
+    path = tmp_path / "journal.jsonl"
+    _journal_of(vault, path, 2)
+    _journal_of(vault, path, 1)  # another process, or the same after a restart
+    with path.open("ab") as f:
+        f.write(b'{"actor": "biologist:3", "n": 4')  # a crash in the middle of a write
+    assert path.read_bytes().count(b"\n") == 3
+    _journal_of(vault, path, 1)
+    assert [d["n"] for d in _lines(path)] == [1, 2, 3, 4]
+    assert vault.audit_log.recover(operator, path).recovered == 4
+
+
+def test_a_journal_line_without_a_mac_at_its_end_stops_the_file_copy(tmp_path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"chained": false, "journal_id": "x"}\n')
+    with pytest.raises(OSError):
+        FileCopy(path, KEY).write(_event(1), None)
+    assert path.read_text() == '{"chained": false, "journal_id": "x"}\n'
+
+
+def test_recover_names_the_bad_journal_line(vault, settings, operator, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from labvault.cli import app
+
+    path = tmp_path / "journal.jsonl"
+    _journal_of(vault, path, 3)
+    genuine = path.read_bytes().splitlines(keepends=True)
+    _rewrite(path, [genuine[0], genuine[2]])
+    settings.save()
+    vault.close()
+    out = CliRunner().invoke(app, ["audit", "recover", "--data-dir", str(settings.data_dir),
+                                   "--journal", str(path)])
+    assert out.exit_code == 1
+    assert "line 2" in " ".join(out.output.split())
+
+
+# -- control characters ------------------------------------------------------------------------
+INJECTED = "10.0.0.1\n<164>1 2026-03-02T08:30:00Z evil labvault 1 vault:patient:erase - forged"
+
+
+def test_control_characters_never_reach_the_stored_columns_or_the_exports(vault, operator,
+                                                                          backend) -> None:
+    from labvault import Principal, Role
+
+    nasty = Principal("biologist:mallory\r\x1b[2J", Role.BIOLOGIST, INJECTED,
+                      "review\x00\x1e\x1f\x7f\tend")
+    vault._event(nasty, "vault:patient:read", "allowed", note="a\nb\x85c\u2028d")
+    with vault._records.engine.connect() as conn:
+        row = conn.execute(text("SELECT actor, source, purpose FROM audit_event "
+                                "WHERE actor LIKE 'biologist:mallory%'")).one()
+    assert row.source == INJECTED.replace("\n", "?")
+    assert row.actor == "biologist:mallory??[2J"
+    assert row.purpose == "review?????end"
+    assert vault.audit_log.verify(operator, None).checked == vault.audit_log.length() - 1
+
+    n = vault.audit_log.length()
+    syslog = list(vault.audit_log.export(operator, "syslog", hostname="lab-01"))
+    jsonl = list(vault.audit_log.export(operator, "jsonl"))
+    assert (len(syslog), len(jsonl)) == (n + 1, n + 2)  # one message per event, and each export's own
+    control = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+    for line in syslog:
+        assert control.search(line) is None
+        assert len(line.splitlines()) == 1
+        parse_rfc5424(line)
+    for line in jsonl:
+        assert re.search("[\x00-\x1f]", line) is None  # JSON escapes them
+        json.loads(line)
+    mine = next(parse_rfc5424(x) for x in syslog if "mallory" in x)
+    assert mine["params"]["source"] == INJECTED.replace("\n", "?")
+    assert json.loads(mine["params"]["detail"])["note"] == "a\nb\x85c\u2028d"
+
+
+def test_the_syslog_writer_escapes_control_characters_itself() -> None:
+    """Events recovered from a journal, or built elsewhere, may still hold them."""
+    from datetime import UTC, datetime
+
+    from labvault.audit.export import json_line, syslog_line
+    from labvault.audit.log import LoggedEvent
+    from labvault.audit.sink import AuditEvent
+
+    event = AuditEvent(datetime(2026, 3, 2, tzinfo=UTC), "a\x00b", "biologist", INJECTED,
+                       "p\u2028q", "vault:result:read\n<13>1 x", "allowed\r\n",
+                       detail={"k": "\x85"})
+    line = syslog_line(event, 7, b"\x01" * 32, b"\x02" * 32, hostname="lab-01")
+    assert "\n" not in line and "\r" not in line and "\x00" not in line
+    assert re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", line) is None
+    got = parse_rfc5424(line)
+    assert got["params"]["source"] == INJECTED.replace("\n", "\\u000a")
+    assert got["params"]["actor"] == "a\\u0000b" and got["params"]["purpose"] == "p\\u2028q"
+    assert got["msg"] == "vault:result:read\\u000a<13>1 x allowed\\u000d\\u000a"
+    out = json_line(LoggedEvent(7, event, b"\x01" * 32, b"\x02" * 32))
+    assert re.search("[\x00-\x1f]", out) is None
+    assert json.loads(out)["source"] == INJECTED

@@ -246,3 +246,29 @@ def test_health_is_for_administrators_and_log_readers(vault) -> None:
         vault.audit_log.health(bio)
     last = vault.audit_log.tail(dpo, 2)[0].event
     assert (last.actor, last.outcome) == ("biologist:ines", "denied")
+
+
+def test_the_patient_index_is_verified_even_for_an_event_naming_a_patient_twice(
+        vault, operator, records, backend) -> None:
+    from labvault.audit.chain import TamperDetected
+    from labvault.audit.sink import AuditEvent
+
+    vault.put_patients(operator, records)
+    twice = (records[0].id, records[1].id, records[0].id)
+    logged = vault._audit.chain.append(AuditEvent(vault._clock.now(), "biologist:1",
+                                                  "biologist", "10.0.0.1", "review",
+                                                  "vault:result:read", "allowed", twice))
+    vault.get_record(operator, records[2].id)
+    assert vault.audit_log.verify(operator, None).checked == vault.audit_log.length() - 1
+    assert logged.seq in [a.seq for a in vault.audit_log.who_read(operator, records[0].id)]
+    pid = records[1].id.hex if backend == "sqlite" else records[1].id
+    with vault._records.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_event_patient WHERE seq = :s AND patient_id = :p"),
+                     {"s": logged.seq, "p": pid})
+    with pytest.raises(TamperDetected) as caught:
+        vault.audit_log.verify(operator, None)
+    assert (caught.value.position, caught.value.kind) == (logged.seq, "index")
+    with pytest.raises(TamperDetected) as caught:
+        vault.audit_log.verify(operator, None, start=2, end=logged.seq)
+    assert (caught.value.position, caught.value.kind) == (logged.seq, "index")
+    assert vault.audit_log.verify(operator, None, end=logged.seq - 1).checked == logged.seq - 1

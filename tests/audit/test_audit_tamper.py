@@ -316,3 +316,60 @@ def test_the_past_rewritten_with_the_stolen_current_key_is_found(log: Copy) -> N
         verify(log, key=False)  # without k0, the exported checkpoint still disagrees
     assert (caught.value.position, caught.value.kind) == (1, "checkpoint")
     expect(log, position, "forged")
+
+
+# -- the patient index behind who-read reports ---------------------------------------------------
+def _pid(copy: Copy, patient: uuid.UUID):
+    return patient.hex if copy.engine.dialect.name == "sqlite" else patient
+
+
+def _named(copy: Copy, seq: int) -> uuid.UUID:
+    with copy.engine.connect() as conn:
+        ids = conn.execute(text("SELECT patient_ids FROM audit_event WHERE seq = :s"),
+                           {"s": seq}).scalar()
+    return uuid.UUID(json.loads(ids)[0])
+
+
+def who_read(copy: Copy, patient: uuid.UUID) -> list[int]:
+    vault = Vault.open(copy.settings, clock=FixedClock(START + timedelta(days=1)))
+    try:
+        return [a.seq for a in vault.audit_log.who_read(local_operator("automated test"),
+                                                        patient)]
+    finally:
+        vault.close()
+
+
+def test_a_deleted_index_row_is_found(log: Copy) -> None:
+    """A biologist's read hidden from the who-read report, the log itself untouched."""
+    position = 5_003
+    patient = _named(log, position)
+    assert position in who_read(log, patient)
+    sql(log, "DELETE FROM audit_event_patient WHERE seq = :s", s=position)
+    assert position not in who_read(log, patient)
+    expect(log, position, "index")
+    with pytest.raises(TamperDetected) as caught:
+        verify(log, key=False, checkpoints=False)
+    assert (caught.value.position, caught.value.kind) == (position, "index")
+    part = verify(log, start=position + 1)  # the range leaves the event out
+    assert part.checked == part.last - position
+
+
+def test_an_added_or_altered_index_row_is_found(log: Copy, stored: Stored) -> None:
+    other = next(p for p in stored.patients if p != _named(log, 7_001))
+    sql(log, "UPDATE audit_event_patient SET patient_id = :p WHERE seq = 7001",
+        p=_pid(log, other))
+    sql(log, "INSERT INTO audit_event_patient (patient_id, seq) VALUES (:p, 8001)",
+        p=_pid(log, next(p for p in stored.patients if p != _named(log, 8_001))))
+    expect(log, 7_001, "index")
+    # who-read checks what the index gives against the event's own chained patient ids.
+    with pytest.raises(TamperDetected) as caught:
+        who_read(log, other)
+    assert (caught.value.position, caught.value.kind) == (7_001, "index")
+
+
+def test_the_first_difference_is_named_index_or_chain(log: Copy) -> None:
+    sql(log, "DELETE FROM audit_event_patient WHERE seq = 3001")
+    sql(log, "UPDATE audit_event SET purpose = 'x' WHERE seq = 4001")
+    expect(log, 3_001, "index")
+    sql(log, "UPDATE audit_event SET purpose = 'y' WHERE seq = 2001")
+    expect(log, 2_001, "modified")

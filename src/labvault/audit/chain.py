@@ -48,7 +48,8 @@ _SEQ = struct.Struct(">Q")
 class TamperDetected(LabvaultError):
     """The log is not the one that was written. ``position`` is the first sequence number
     where it differs; ``kind`` says how (modified, deleted, inserted, reordered, truncated,
-    forged, checkpoint)."""
+    forged, checkpoint, or index: the patient index of the event is not its chained patient
+    ids)."""
 
     def __init__(self, position: int, kind: str, detail: str = "") -> None:
         self.position = position

@@ -11,7 +11,10 @@ Policy:
   ``labvault.audit``, no personal data) and counted in `AuditTrail.health`;
 - chain failed, *file* copy written: the event is kept in the file marked ``"chained": false``
   and the call proceeds; ``labvault audit recover`` later appends those events to the chain,
-  keeping their original time, with ``recovered_from`` in their detail, exactly once;
+  keeping their original time, with ``recovered_from`` in their detail, exactly once. Every
+  line of the file carries its number and a MAC chained with the previous line's (the journal
+  key, ``keys.index_key(JOURNAL_KEY)``): recovery checks the whole file first and chains
+  nothing from a file with a forged, altered, removed or moved line (`JournalTampered`);
 - chain failed, syslog copy only: a datagram or a socket is not durable storage, so the call
   is refused (`AuditUnavailable`), as without a copy;
 - both failed: `AuditUnavailable`, the call is refused.
@@ -25,9 +28,12 @@ logged and `health` reports ``low_space``.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -39,9 +45,15 @@ from labvault.audit.export import SyslogSender, from_record, parse_target, recor
 from labvault.audit.log import ChainedAuditLog, LoggedEvent
 from labvault.audit.sink import AuditEvent
 from labvault.clock import Clock
-from labvault.errors import AuditUnavailable, ConfigurationError
+from labvault.errors import AuditUnavailable, ConfigurationError, LabvaultError
+from labvault.secret import Secret
 
 log = logging.getLogger("labvault.audit")
+JOURNAL_KEY = "audit/journal/v1"  # the journal's MAC key: keys.index_key(JOURNAL_KEY)
+JOURNAL_CONTEXT = b"labvault/audit/journal/v1"
+JOURNAL_START = bytes(32)  # the "previous MAC" of line 1
+TAIL_READ = 64 * 1024
+_MACED = re.compile(rb'(\{.*), "mac": "([0-9a-f]{64})"\}', re.S)
 SPACE_CHECK_EVERY = timedelta(minutes=1)
 GIB = 1024**3
 
@@ -54,14 +66,43 @@ class AuditCopy(Protocol):
         ...
 
 
+class JournalTampered(LabvaultError):
+    """The file copy's journal is not the one written: a line whose MAC does not check, a gap
+    or a change of order in its counter. ``line`` is the first bad line (from 1)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"the audit journal fails its check at line {line} ({reason}): "
+                         "nothing was recovered from it")
+        self.hint = ("keep the file as it is and have the DPO investigate: its lines cannot be "
+                     "trusted")
+
+
+def _line_mac(key: bytes, prev: bytes, n: int, body: bytes) -> bytes:
+    return hmac.new(key, JOURNAL_CONTEXT + prev + n.to_bytes(8, "big") + body,
+                    hashlib.sha256).digest()
+
+
+def _split_line(raw: bytes) -> tuple[bytes, bytes] | None:
+    """A journal line (without its newline) as the bytes its MAC covers and the MAC."""
+    m = _MACED.fullmatch(raw)
+    return None if m is None else (m.group(1) + b"}", bytes.fromhex(m.group(2).decode()))
+
+
 class FileCopy:
-    """JSON lines appended to a local file; each line also carries a journal id and whether
-    the event reached the chain."""
+    """JSON lines appended to a local file; each line also carries a journal id, whether the
+    event reached the chain, its number in the file (``n``, from 1) and a MAC (``mac``:
+    HMAC-SHA-256 under the journal key, over the previous line's MAC, the number and the
+    line), so that a line forged, altered, removed from before the last one, or moved, is
+    found by `unchained` (`JournalTampered`). Each write reads the last line's number and MAC
+    under the file lock: the chain of MACs goes on across processes and restarts."""
 
     durable = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: Secret[bytes]) -> None:
         self.path = Path(path)
+        self._key = key
 
     def __repr__(self) -> str:
         return f"FileCopy({str(self.path)!r})"
@@ -69,36 +110,96 @@ class FileCopy:
     def write(self, event: AuditEvent, logged: LoggedEvent | None) -> None:
         doc = record(event, *((logged.seq, logged.hash, logged.tag) if logged else ()))
         doc.update(chained=logged is not None, journal_id=uuid.uuid4().hex)
-        line = (json.dumps(doc, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)  # whole lines, whichever process writes
+            size = os.fstat(fd).st_size
+            last, end = _last_line(fd, size)
+            if end < size:
+                os.ftruncate(fd, end)  # a line cut by a crash: never acknowledged to anyone
+            n, prev = 0, JOURNAL_START
+            if last:
+                parts = _split_line(last)
+                counter = _counter(parts[0]) if parts is not None else None
+                if parts is None or counter is None:
+                    raise OSError("the last line of the audit copy carries no MAC")
+                n, prev = counter, parts[1]
+            doc["n"] = n + 1
+            body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8")
+            mac = _line_mac(self._key.reveal(), prev, n + 1, body)
+            line = body[:-1] + b', "mac": "' + mac.hex().encode() + b'"}\n'
             written = os.write(fd, line)
             if written != len(line):
+                os.ftruncate(fd, end)
                 raise OSError("short write to the audit copy")
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def unchained(self) -> list[tuple[str, AuditEvent]]:
-        """Events the chain did not take, with their journal ids, in file order."""
+        """Events the chain did not take, with their journal ids, in file order. The whole
+        file is checked first: `JournalTampered` at its first bad line, and then nothing is
+        returned."""
         out = []
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return []
+        key = self._key.reveal()
+        prev, seen = JOURNAL_START, set()
         with os.fdopen(fd, "rb") as f:
-            for raw in f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # a line cut by a crash: it never reached the caller either
+                parts = _split_line(raw[:-1])
+                if parts is None:
+                    raise JournalTampered(number, "no MAC")
+                body, mac = parts
+                if not hmac.compare_digest(mac, _line_mac(key, prev, number, body)):
+                    counter = _counter(body)
+                    raise JournalTampered(number, "MAC does not check" if counter == number
+                                          else f"line number {counter}: lines removed, added "
+                                          "or moved")
                 try:
-                    doc = json.loads(raw)
-                except ValueError:
-                    continue  # a line cut by a crash: it never reached the caller either
-                if doc.get("chained") is False:
-                    out.append((str(doc["journal_id"]), from_record(doc)))
+                    doc = json.loads(body)
+                    journal_id = str(doc["journal_id"])
+                    event = from_record(doc) if doc.get("chained") is False else None
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise JournalTampered(number, "not an audit event") from None
+                if journal_id in seen:
+                    raise JournalTampered(number, "journal id repeated")
+                seen.add(journal_id)
+                if event is not None:
+                    out.append((journal_id, event))
+                prev = mac
         return out
+
+
+def _counter(body: bytes) -> int | None:
+    try:
+        n = json.loads(body).get("n")
+    except (ValueError, AttributeError):
+        return None
+    return n if type(n) is int and n >= 1 else None
+
+
+def _last_line(fd: int, size: int) -> tuple[bytes, int]:
+    """The file's last complete line (without its newline), and where complete lines end."""
+    pos, buf = size, b""
+    while pos > 0:
+        step = min(TAIL_READ, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            continue
+        start = buf.rfind(b"\n", 0, cut)
+        if start >= 0 or pos == 0:
+            return buf[start + 1:cut], pos + cut + 1
+    return b"", 0
 
 
 class SyslogCopy:
@@ -117,13 +218,16 @@ class SyslogCopy:
                                               if logged else ())))
 
 
-def copy_from_setting(value: str | None, data_dir: Path) -> AuditCopy | None:
-    """The copy named by the ``audit_copy`` setting."""
+def copy_from_setting(value: str | None, data_dir: Path,
+                      journal_key: Secret[bytes] | None = None) -> AuditCopy | None:
+    """The copy named by the ``audit_copy`` setting (a file copy needs the journal key)."""
     if not value:
         return None
     if value.startswith("file:"):
+        if journal_key is None:
+            raise ConfigurationError("an audit file copy needs the journal key")
         path = Path(value.removeprefix("file:"))
-        return FileCopy(path if path.is_absolute() else data_dir / path)
+        return FileCopy(path if path.is_absolute() else data_dir / path, journal_key)
     if value.startswith("syslog+"):
         try:
             target = parse_target(value)
@@ -257,4 +361,5 @@ class AuditTrail:
                 "low_space": {k: {"free_mb": v} for k, v in sorted(self._low.items())}}
 
 
-__all__ = ["AuditCopy", "AuditTrail", "FileCopy", "Recovery", "SyslogCopy", "copy_from_setting"]
+__all__ = ["JOURNAL_KEY", "AuditCopy", "AuditTrail", "FileCopy", "JournalTampered", "Recovery",
+           "SyslogCopy", "copy_from_setting"]

@@ -6,13 +6,16 @@ detail, and its chain hash and tag (hex). A syslog message (RFC 5424) carries th
 as the parameters of one structured-data element ``audit@32473``, with facility local4,
 severity info (warning when the call was refused), app-name ``labvault`` and the action as
 msgid. Over TCP each message is framed by octet counting (RFC 6587). Neither format holds a
-personal value: events carry none.
+personal value: events carry none. Neither lets a value break a line: JSON escapes control
+characters, and the syslog writer writes any control character of a parameter or of the
+message as ``\\uXXXX`` (the stored columns hold none: `labvault.audit.log` replaces them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -61,9 +64,21 @@ def json_line(logged: LoggedEvent) -> str:
                       sort_keys=True, ensure_ascii=False)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    """Every control character (C0, DEL, C1, and the Unicode line and paragraph separators) as
+    ``\\uXXXX``: one message stays one line, whatever a value holds."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _sd_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return _escape_controls(text)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -87,7 +102,8 @@ def syslog_line(event: AuditEvent, seq: int | None = None, hash_: bytes | None =
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
     host = _printable(hostname if hostname is not None else socket.gethostname(), 255)
     return (f"<{pri}>1 {_iso(event.at)} {host} {APP_NAME} {os.getpid()} "
-            f"{_printable(event.action, 32)} {sd} {event.action} {event.outcome}")
+            f"{_printable(event.action, 32)} {sd} "
+            f"{_escape_controls(event.action)} {_escape_controls(event.outcome)}")
 
 
 def syslog_of(logged: LoggedEvent, hostname: str | None = None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -72,9 +73,14 @@ def body_of(values: dict[str, str | None]) -> bytes:
                                      for f in FIELDS)]).encode("utf-8")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # the separators, line breaks, escapes, DEL
+
+
 def _clean(value: str, limit: int | None = None) -> str:
-    if SEP in value or NULL in value or "\x00" in value:
-        value = value.replace(SEP, "?").replace(NULL, "?").replace("\x00", "?")
+    """A value as stored and chained: every control character (below 0x20, and DEL) becomes
+    "?", so no stored value holds a separator or can break a line of an export."""
+    if _CONTROL.search(value) is not None:
+        value = _CONTROL.sub("?", value)
     return value[:limit] if limit is not None and len(value) > limit else value
 
 
@@ -412,6 +418,33 @@ class ChainedAuditLog:
                 return (before or 0) + 1, True
         return None if beyond is None else (after + 1, False)
 
+    def index_agrees(self, start: int, end: int) -> bool:
+        """Whether the patient index (``audit_event_patient``) of events `start` to `end` is
+        exactly the chained ``patient_ids`` of those events, checked by counts in the database
+        (no row per event comes back): the index rows in the range, those whose event names
+        their patient, and the ids the events name. The three agree only when the two sets are
+        equal (an event naming one patient twice makes them differ: `index_mismatch` then
+        decides). Meaningful once the events' columns are verified; False if the database could
+        not compute it (a column that is not as written)."""
+        sql = _INDEX_SQL[self._dialect]
+        try:
+            with self.engine.connect() as conn:
+                rows, matched = conn.exec_driver_sql(self._param(sql["rows"]), (start, end)).one()
+                named = conn.exec_driver_sql(self._param(sql["named"]), (start, end)).scalar()
+        except self._errors:
+            return False
+        return rows == matched == (named or 0)
+
+    def index_mismatch(self, start: int, end: int) -> int | None:
+        """The first event from `start` to `end` whose index rows differ from its chained
+        ``patient_ids`` (a row missing, extra or altered), or None. For verified events."""
+        sql = _INDEX_SQL[self._dialect]
+        with self.engine.connect() as conn:
+            found = [conn.exec_driver_sql(self._param(sql[q]), (start, end)).scalar()
+                     for q in ("missing", "extra")]
+        found = [seq for seq in found if seq is not None]
+        return min(found) if found else None
+
     def logged(self, *, since_seq: int = 0, limit: int | None = None,
                patient_id: uuid.UUID | None = None, newest_first: bool = False,
                yield_per: int = 5_000) -> Iterator[LoggedEvent]:
@@ -474,6 +507,38 @@ _SQL = {
     "legacy_ids": "SELECT patient_ids FROM audit_event WHERE id = ?",
     "stream": "SELECT seq, {body}, hash, tag FROM audit_event WHERE seq BETWEEN ? AND ? "
               "ORDER BY seq",
+}
+
+# The patient index against the events' chained patient ids (a JSON array of hex ids).
+_INDEX_SQL = {
+    "sqlite": {
+        "rows": "SELECT count(*), count(e.seq) FROM audit_event_patient p LEFT JOIN audit_event e "
+                "ON e.seq = p.seq AND instr(e.patient_ids, '\"' || p.patient_id || '\"') > 0 "
+                "WHERE p.seq BETWEEN ? AND ?",
+        "named": "SELECT sum(json_array_length(patient_ids)) FROM audit_event "
+                 "WHERE seq BETWEEN ? AND ?",
+        "missing": "SELECT min(e.seq) FROM audit_event e, json_each(e.patient_ids) j "
+                   "WHERE e.seq BETWEEN ? AND ? AND NOT EXISTS (SELECT 1 FROM "
+                   "audit_event_patient p WHERE p.patient_id = j.value AND p.seq = e.seq)",
+        "extra": "SELECT min(p.seq) FROM audit_event_patient p WHERE p.seq BETWEEN ? AND ? "
+                 "AND NOT EXISTS (SELECT 1 FROM audit_event e, json_each(e.patient_ids) j "
+                 "WHERE e.seq = p.seq AND j.value = p.patient_id)",
+    },
+    "postgresql": {
+        "rows": "SELECT count(*), count(e.seq) FROM audit_event_patient p LEFT JOIN audit_event e "
+                "ON e.seq = p.seq AND strpos(e.patient_ids, '\"' || "
+                "replace(p.patient_id::text, '-', '') || '\"') > 0 WHERE p.seq BETWEEN ? AND ?",
+        "named": "SELECT sum(json_array_length(patient_ids::json)) FROM audit_event "
+                 "WHERE seq BETWEEN ? AND ?",
+        "missing": "SELECT min(e.seq) FROM audit_event e, "
+                   "json_array_elements_text(e.patient_ids::json) j(value) "
+                   "WHERE e.seq BETWEEN ? AND ? AND NOT EXISTS (SELECT 1 FROM "
+                   "audit_event_patient p WHERE p.patient_id = j.value::uuid AND p.seq = e.seq)",
+        "extra": "SELECT min(p.seq) FROM audit_event_patient p WHERE p.seq BETWEEN ? AND ? "
+                 "AND NOT EXISTS (SELECT 1 FROM audit_event e, "
+                 "json_array_elements_text(e.patient_ids::json) j(value) "
+                 "WHERE e.seq = p.seq AND j.value = replace(p.patient_id::text, '-', ''))",
+    },
 }
 
 __all__ = ["EPOCH", "ChainedAuditLog", "Head", "LoggedEvent", "body_of", "columns_of"]

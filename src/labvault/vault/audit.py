@@ -7,9 +7,12 @@ dataclasses of ids, times, roles and tags: the log never held a personal value.
 `verify` checks, from the stored columns: every event's chain hash, its tag under the epoch key
 derived from the auditor's k0 (when given), the signed checkpoints stored with the log and,
 when given, an exported copy of them (signed by the key they name, which must be the vault's),
-that no stored event lies outside the chain, and that the log reaches the head. A range
+that no stored event lies outside the chain, that the log reaches the head, and that the
+patient index behind who-read reports (``audit_event_patient``) holds exactly the patient ids
+each verified event chains, no row missing, extra or altered (kind ``index``). A range
 (``start``/``end``) trusts the stored hash just before it. It raises `TamperDetected` at the
-first position where the log differs from the one written.
+first position where the log differs from the one written. `who_read` (and `events` for one
+patient) also check each event the index gives against the event's own chained patient ids.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from labvault.access.permissions import Permission, allowed
 from labvault.access.principal import Principal
 from labvault.audit.chain import GENESIS, Checkpoint, TamperDetected, placed_at, verify
-from labvault.audit.copy import AuditTrail, FileCopy, Recovery
+from labvault.audit.copy import JOURNAL_KEY, AuditTrail, FileCopy, Recovery
 from labvault.audit.export import json_line, syslog_of
 from labvault.audit.log import ChainedAuditLog, LoggedEvent
 from labvault.crypto.signing import Signer, key_id, load_public, public_pem
@@ -139,17 +143,28 @@ class AuditDesk:
         prev = GENESIS if start == 1 else self._log.stored_hash(start - 1)
         if prev is None:
             raise TamperDetected(start - 1, "deleted", "the event before the range is missing")
-        stream = self._log.iter_chained(start, last)
-        try:
-            n = verify(stream if progress is None else _counted(stream, progress), key,
-                       checkpoints=marks, start=start, start_hash=prev)
-        except TamperDetected as exc:
-            stream.close()
-            raise self._refined(exc) from None
-        finally:
-            stream.close()  # the driver cursor goes back now, not when collected
-        if start + n - 1 < last:
-            raise TamperDetected(start + n, "truncated", "the log ends before its head")
+        # The patient index is compared with the events by the database, alongside the chain.
+        with ThreadPoolExecutor(1, thread_name_prefix="audit-index") as pool:
+            index_agrees = pool.submit(self._log.index_agrees, start, last)
+            stream = self._log.iter_chained(start, last)
+            try:
+                n = verify(stream if progress is None else _counted(stream, progress), key,
+                           checkpoints=marks, start=start, start_hash=prev)
+            except TamperDetected as exc:
+                stream.close()
+                index_agrees.cancel()
+                raise self._index_first(start, exc.position) or self._refined(exc) from None
+            finally:
+                stream.close()  # the driver cursor goes back now, not when collected
+            if start + n - 1 < last:
+                raise self._index_first(start, start + n) or TamperDetected(
+                    start + n, "truncated", "the log ends before its head")
+            if not index_agrees.result():
+                # The counts differ: find where. None when only an event naming one patient
+                # twice made them differ.
+                found = self._index_first(start, last + 1)
+                if found is not None:
+                    raise found
         if end is None or end >= top:
             stray = self._log.stray(top)
             now = self._log.head()
@@ -185,6 +200,14 @@ class AuditDesk:
                 marks[c.last] = c
         return sorted((c for c in marks.values() if c.first >= start), key=lambda c: c.last)
 
+    def _index_first(self, start: int, before: int) -> TamperDetected | None:
+        """The first event from `start` up to `before` (excluded: the events verified) whose
+        patient index rows are not its chained patient ids, as a finding; None if none."""
+        seq = self._log.index_mismatch(start, before - 1) if before > start else None
+        if seq is None:
+            return None
+        return TamperDetected(seq, "index", "the patient index differs from the event")
+
     def _refined(self, exc: TamperDetected) -> TamperDetected:
         if exc.kind not in ("modified", "forged"):
             return exc
@@ -201,7 +224,8 @@ class AuditDesk:
                patient_id: uuid.UUID | None = None) -> list[LoggedEvent]:
         self._gate(principal, P.AUDIT_READ, (patient_id,) if patient_id else (),
                    what="events", since_seq=since_seq, limit=limit)
-        return list(self._log.logged(since_seq=since_seq, limit=limit, patient_id=patient_id))
+        found = self._log.logged(since_seq=since_seq, limit=limit, patient_id=patient_id)
+        return list(found if patient_id is None else _naming(found, patient_id))
 
     def tail(self, principal: Principal, n: int = 20) -> list[LoggedEvent]:
         self._gate(principal, P.AUDIT_READ, what="tail", n=n)
@@ -230,7 +254,7 @@ class AuditDesk:
         self._gate(principal, P.AUDIT_READ, (patient_id,), what="who-read")
         return [Access(le.seq, le.event.at, le.event.actor, le.event.role, le.event.action,
                        le.event.purpose, le.event.outcome, le.event.request_id)
-                for le in self._log.logged(patient_id=patient_id)
+                for le in _naming(self._log.logged(patient_id=patient_id), patient_id)
                 if not le.event.action.startswith("audit:")]
 
     def checkpoints(self, principal: Principal) -> CheckpointExport:
@@ -254,7 +278,8 @@ class AuditDesk:
         self._gate(principal, P.AUDIT_VERIFY, what="recover")
         if self._trail is None:
             raise ValueError("no audit trail")
-        return self._trail.recover(FileCopy(journal) if journal else None)
+        return self._trail.recover(FileCopy(journal, self._vault._keys.index_key(JOURNAL_KEY))
+                                   if journal else None)
 
     def health(self, principal: Principal | None = None) -> dict[str, Any]:
         """The audit's state (free space, second copy): nothing personal. Called for a
@@ -273,6 +298,18 @@ def _check_signature(public: Ed25519PublicKey, c: Checkpoint) -> None:
         public.verify(c.signature, c.message())
     except InvalidSignature:
         raise TamperDetected(c.first, "checkpoint", "signature does not verify") from None
+
+
+def _naming(found: Generator[LoggedEvent], patient_id: uuid.UUID) -> Iterator[LoggedEvent]:
+    """The events the patient index gave for `patient_id`, each checked against the event's
+    own chained patient ids: an index row naming a patient the event does not name is
+    tampering, never a line of a report."""
+    with closing(found):  # the database connection goes back at once, found or not
+        for le in found:
+            if patient_id not in le.event.patient_ids:
+                raise TamperDetected(le.seq, "index", "the patient index names a patient the "
+                                     "event does not")
+            yield le
 
 
 def _counted(events: Iterator[Any], progress: Callable[[int], None]) -> Iterator[Any]:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from labvault import codec
 from labvault.access.permissions import Permission, allowed, reaches, require_fresh_mfa
 from labvault.access.principal import Principal
-from labvault.audit.copy import AuditTrail, copy_from_setting
+from labvault.audit.copy import JOURNAL_KEY, AuditTrail, copy_from_setting
 from labvault.audit.log import ChainedAuditLog
 from labvault.audit.sink import AuditEvent, AuditSink
 from labvault.clock import Clock, SystemClock
@@ -490,7 +490,8 @@ def _audit_trail(settings: Settings, engine: Any, keys: KeyProvider, clock: Cloc
     chain = ChainedAuditLog(engine, keys, Signer(keys), clock)
     start_chain(chain, settings.data_dir / VERIFIER_FILE)
     db = sqlite_path(settings.database_url)
-    return AuditTrail(chain, copy_from_setting(settings.audit_copy, settings.data_dir), clock,
+    copy = copy_from_setting(settings.audit_copy, settings.data_dir, keys.index_key(JOURNAL_KEY))
+    return AuditTrail(chain, copy, clock,
                       watch={"database": db.parent} if db is not None else {},
                       low_space_mb=settings.audit_low_space_mb)
 
