@@ -46,9 +46,11 @@ def test_a_planted_plaintext_value_is_found(full_vault, settings, operator, cate
         "nir": victim.patient.nir or records[124].patient.nir,
         "comment": next(c.text for r in records for o in r.orders for c in o.comments),
     }[category]
-    # A plaintext copy slipped into a clear column, as a careless integration would do.
+    # A plaintext copy slipped into a clear column, as a careless integration would do. (Not
+    # `detail`: SQLite stores it right before the request id's hex, and the scanner drops a
+    # digit-only match glued to hex digits, which is how random ids look.)
     with vault._records.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_event SET detail = :v WHERE id = 1"), {"v": value})
+        conn.execute(text("UPDATE audit_event SET source = :v WHERE id = 1"), {"v": value})
     report = run_leak_check(vault, settings, operator)
     assert not report.clean
     assert category in {f.category for f in report.findings}

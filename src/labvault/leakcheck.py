@@ -286,28 +286,33 @@ _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _inside_hex_run(buf: bytes, start: int, end: int) -> bool:
-    """A match made only of hex digits, inside a run of hex digits as long as hex-encoded
-    ids and digests make (a multiple of 16 characters), is not a value.
+    """A match made only of hex digits, inside a run of hex digits as long as an id's, is not a
+    value.
 
-    Clear UUIDs are stored as 32 hex characters (SQLite), often several side by side, and
-    8-digit dates or short numbers turn up inside them by chance (about one in 4 billion
-    positions per needle, and a vault has millions of such positions and thousands of such
-    needles). Such noise sits in a run whose length is a multiple of 16. A value written in
-    clear next to a UUID or a request id (a 15-digit NIR followed by 32 hex characters makes a
-    run of 47) is still reported; the price is that a digit-only value whose hex neighbours
-    happen to round the run to a multiple of 16 is not.
+    Clear UUIDs are stored as 32 hex characters (SQLite) and 8-digit dates or short numbers
+    turn up inside them by chance (about one in 4 billion positions per needle, and a vault
+    has millions of such positions and thousands of such needles). Such a match has at least
+    ID_RUN hex characters around it. A value written in clear between ordinary text (in
+    SQLite, columns are stored side by side, so a neighbour's first or last letter may be a
+    hex digit) has few and is reported; the price is that a digit-only value stored right
+    beside a hex id is not.
     """
     match = buf[start:end + 1]
     if not all(b in _HEX_DIGITS for b in match):
         return False
-    left, right = start, end
-    while left > 0 and buf[left - 1] in _HEX_DIGITS:
-        left -= 1
-    while right + 1 < len(buf) and buf[right + 1] in _HEX_DIGITS:
-        right += 1
-    run = right - left + 1
-    return run > len(match) and run % 16 == 0
+    around = 0
+    i = start - 1
+    while i >= 0 and buf[i] in _HEX_DIGITS and around < ID_RUN:
+        around += 1
+        i -= 1
+    i = end + 1
+    while i < len(buf) and buf[i] in _HEX_DIGITS and around < ID_RUN:
+        around += 1
+        i += 1
+    return around >= ID_RUN
 
+
+ID_RUN = 16
 
 _BYTEA_HEX = re.compile(rb"\\\\?x((?:[0-9a-f]{2})+)")
 
