@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -41,6 +42,15 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         raise typer.Exit(2) from None
 
 
+def _desk(data_dir: Path, purpose: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one method of the account desk as the local operator, with `purpose` audited."""
+    try:
+        with open_vault(data_dir) as vault:
+            return getattr(vault.accounts, method)(local_operator(purpose), *args, **kwargs)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+
+
 def _when(at) -> str:
     return f"{at:%Y-%m-%d %H:%M}" if at else "-"
 
@@ -63,13 +73,8 @@ def add(
         err.print(f"error: --role must be one of {', '.join(ACCOUNT_ROLES)}")
         raise typer.Exit(2) from None
     pid = _uuid(patient_id, "patient id") if patient_id else None
-    try:
-        with open_vault(data_dir) as vault:
-            account_id, token = vault.accounts.create_account(
-                local_operator("account administration"), email=email, display_name=name,
-                roles=roles, rpps=rpps, patient_id=pid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    account_id, token = _desk(data_dir, "account administration", "create_account",
+                              email=email, display_name=name, roles=roles, rpps=rpps, patient_id=pid)
     console.print(f"account {account_id} created ({', '.join(roles)})")
     if token:
         console.print("enrolment token, shown once and valid 72 h — hand it over in person or "
@@ -83,11 +88,7 @@ def add(
 @accounts_app.command("list")
 def list_accounts(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Every account: id, e-mail, name, roles, status (awaiting_approval: see `approve`)."""
-    try:
-        with open_vault(data_dir) as vault:
-            accounts = vault.accounts.list_accounts(local_operator("account administration"))
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    accounts = _desk(data_dir, "account administration", "list_accounts")
     t = Table(title=f"{len(accounts)} accounts")
     for col in ("id", "e-mail", "name", "roles", "status", "enrolled", "created"):
         t.add_column(col)
@@ -101,11 +102,7 @@ def list_accounts(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def disable(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Disable an account; its sessions and tokens stop working at once."""
     aid = _uuid(account_id, "account id")
-    try:
-        with open_vault(data_dir) as vault:
-            vault.accounts.disable_account(local_operator("account administration"), aid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    _desk(data_dir, "account administration", "disable_account", aid)
     console.print(f"account {aid} disabled; its sessions and tokens are revoked")
 
 
@@ -113,11 +110,7 @@ def disable(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Re-enrolment (lost phone): password and second factor dropped; a new enrolment token."""
     aid = _uuid(account_id, "account id")
-    try:
-        with open_vault(data_dir) as vault:
-            token = vault.accounts.reset_mfa(local_operator("account re-enrolment"), aid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    token = _desk(data_dir, "account re-enrolment", "reset_mfa", aid)
     console.print(f"account {aid} must enrol again; new enrolment token (shown once, 72 h):")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
 
@@ -126,11 +119,7 @@ def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def approve(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Approve an account or a re-enrolment awaiting approval; print its enrolment token."""
     aid = _uuid(account_id, "account id")
-    try:
-        with open_vault(data_dir) as vault:
-            token = vault.accounts.approve(local_operator("account approval"), aid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    token = _desk(data_dir, "account approval", "approve", aid)
     if token:
         console.print(f"account {aid} approved; enrolment token, shown once and valid 72 h — "
                       "hand it over in person or by a channel other than the e-mail:")
@@ -180,13 +169,8 @@ def token_issue(
     except ValueError:
         err.print(f"error: --scope must be one of {', '.join(GRANTABLE)}")
         raise typer.Exit(2) from None
-    try:
-        with open_vault(data_dir) as vault:
-            token_id, token = vault.accounts.issue_token(
-                local_operator("service token administration"), aid, scopes=scopes,
-                ttl=timedelta(days=days), label=label)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    token_id, token = _desk(data_dir, "service token administration", "issue_token",
+                            aid, scopes=scopes, ttl=timedelta(days=days), label=label)
     console.print(f"token {token_id} issued for {days} days; the token, shown once:")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
 
@@ -195,11 +179,7 @@ def token_issue(
 def token_approve(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Approve an API token awaiting approval; print it once."""
     tid = _uuid(token_id, "token id")
-    try:
-        with open_vault(data_dir) as vault:
-            token = vault.accounts.approve_token(local_operator("service token approval"), tid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    token = _desk(data_dir, "service token approval", "approve_token", tid)
     console.print(f"token {tid} approved and active; the token, shown once:")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
 
@@ -208,11 +188,7 @@ def token_approve(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def token_revoke(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Revoke an API token."""
     tid = _uuid(token_id, "token id")
-    try:
-        with open_vault(data_dir) as vault:
-            vault.accounts.revoke_token(local_operator("service token administration"), tid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    _desk(data_dir, "service token administration", "revoke_token", tid)
     console.print(f"token {tid} revoked")
 
 
@@ -224,12 +200,7 @@ def token_list(
 ) -> None:
     """API tokens (never their secrets): scopes, status, expiry, last use."""
     aid = _uuid(account, "account id") if account else None
-    try:
-        with open_vault(data_dir) as vault:
-            tokens = vault.accounts.list_tokens(local_operator("service token administration"),
-                                                aid)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    tokens = _desk(data_dir, "service token administration", "list_tokens", aid)
     t = Table(title=f"{len(tokens)} tokens")
     for col in ("id", "account", "label", "scopes", "status", "expires", "revoked",
                 "last used"):
