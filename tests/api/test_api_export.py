@@ -46,3 +46,40 @@ def test_an_export_cut_by_the_audit_ends_with_an_incomplete_line(client, vault, 
     *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
     assert trailer == {"complete": False, "records": len(lines), "error": "audit_unavailable"}
     assert 0 < len(lines) < 230  # the first batch only: nothing unaudited was sent
+
+
+def _revoke_sessions_after(engine, allowed_more: int) -> None:
+    """Every session is revoked (as by an administrator disabling the account) when the audit
+    table reaches `allowed_more` more events: mid-export, from the database's side."""
+    with engine.begin() as conn:
+        n = conn.execute(select(func.count()).select_from(audit_event)).scalar_one()
+        limit = n + allowed_more
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(
+                "CREATE TRIGGER revoke_all AFTER INSERT ON audit_event "
+                f"WHEN (SELECT count(*) FROM audit_event) = {limit} BEGIN "
+                "UPDATE auth_session SET revoked_at = '2026-01-01 00:00:00.000000' "
+                "WHERE revoked_at IS NULL; END"))
+        else:
+            conn.execute(text(
+                "CREATE FUNCTION revoke_all() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF (SELECT count(*) FROM audit_event) = {limit} THEN "
+                "UPDATE auth_session SET revoked_at = now() WHERE revoked_at IS NULL; END IF; "
+                "RETURN NEW; END $$"))
+            conn.execute(text("CREATE TRIGGER revoke_all AFTER INSERT ON audit_event "
+                              "FOR EACH ROW EXECUTE FUNCTION revoke_all()"))
+
+
+def test_a_session_revoked_during_an_export_stops_it(client, vault, operator, login, clock):
+    vault.put_patients(operator, list(SyntheticLab(seed=6, results_per_patient=1).records(230)))
+    bio = login(Role.BIOLOGIST)
+    clock.advance(timedelta(seconds=31))
+    r = client.post("/auth/step-up", json={"code": bio.totp.at(clock.now())}, headers=bio.headers)
+    assert r.status_code == 204
+    _revoke_sessions_after(vault._records.engine, 2)  # at the second batch's audit event
+    r = client.get("/export", headers=bio.headers)
+    assert r.status_code == 200
+    *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
+    assert trailer == {"complete": False, "records": 200, "error": "session_ended"}
+    assert len(lines) == 200
+    assert client.get("/export", headers=bio.headers).status_code == 401

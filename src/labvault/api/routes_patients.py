@@ -20,12 +20,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from labvault.api.deps import CurrentPrincipal, vault_of
+from labvault.api.deps import Bearer, CurrentPrincipal, token_of, vault_of
 from labvault.api.models import SearchIn, SearchOut, to_json
-from labvault.errors import AccessDenied, AuditUnavailable, InvalidRecord, LabvaultError
+from labvault.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    AuthenticationFailed,
+    InvalidRecord,
+    LabvaultError,
+)
 
 router = APIRouter(tags=["patients"])
 log = logging.getLogger("labvault.api")
+RECHECK_EVERY = 200  # records between two checks of the session during an export
 
 
 @router.post("/patients/search", response_model=SearchOut)
@@ -66,11 +73,16 @@ async def own_record(request: Request, principal: CurrentPrincipal) -> dict[str,
 
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}})
-def export(request: Request, principal: CurrentPrincipal) -> StreamingResponse:
+def export(request: Request, principal: CurrentPrincipal,
+           credentials: Bearer) -> StreamingResponse:
     """Every record as JSON lines, then a last line ``{"complete": true, "records": N}`` (or
     ``"complete": false`` with the reason if the export stopped). Needs a second factor proven
-    in the last minutes (``/auth/step-up``); one audit event per batch of records."""
-    records = vault_of(request).iter_records(principal)
+    in the last minutes (``/auth/step-up``); one audit event per batch of records. The session
+    is checked again every `RECHECK_EVERY` records: a session revoked, or an account disabled,
+    during a long export stops it."""
+    vault = vault_of(request)
+    token = token_of(credentials)
+    records = vault.iter_records(principal)
     first = next(records, None)  # the permission and step-up checks run here, before 200
 
     def lines() -> Iterator[bytes]:
@@ -79,13 +91,18 @@ def export(request: Request, principal: CurrentPrincipal) -> StreamingResponse:
         sent = 0
         try:
             for r in itertools.chain([first] if first is not None else [], records):
+                if sent and sent % RECHECK_EVERY == 0:
+                    vault.accounts.authenticate_bearer(
+                        token, source=principal.source, purpose=principal.purpose,
+                        request_id=principal.request_id)
                 yield json.dumps(to_json(r)).encode() + b"\n"
                 sent += 1
         except LabvaultError as exc:
             log.error("export stopped after %d records: %s", sent, type(exc).__name__)
+            reason = ("audit_unavailable" if isinstance(exc, AuditUnavailable) else
+                      "session_ended" if isinstance(exc, AuthenticationFailed) else "refused")
             yield json.dumps({"complete": False, "records": sent,
-                              "error": "audit_unavailable" if isinstance(exc, AuditUnavailable)
-                              else "refused"}).encode() + b"\n"
+                              "error": reason}).encode() + b"\n"
             return
         yield json.dumps({"complete": True, "records": sent}).encode() + b"\n"
 
