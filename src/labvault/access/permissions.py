@@ -19,6 +19,8 @@ from labvault.errors import AccessDenied, StepUpRequired
 
 class Permission(StrEnum):
     PATIENT_CREATE = "vault:patient:create"
+    RESULT_WRITE = "vault:result:write"  # enter an order and its results for a patient
+    RESULT_VALIDATE = "vault:result:validate"  # biological validation: results become final
     PATIENT_SEARCH = "vault:patient:search"
     PATIENT_READ = "vault:patient:read"  # identity and administrative data
     RESULT_READ = "vault:result:read"  # orders, results, comments, attached reports
@@ -39,6 +41,11 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:log:read"  # events, who-read reports, exports: ids, never values
     AUDIT_VERIFY = "audit:log:verify"
     AUDIT_HEALTH = "audit:health:read"  # space left, second sink state: nothing personal
+    ALERT_READ = "watch:alert:read"  # alerts and the review queue: ids and counts, no values
+    ALERT_ACK = "watch:alert:ack"
+    # Unlock an account locked by the automatic response: an admin and the DPO must both ask.
+    ACCOUNT_UNLOCK = "access:account:unlock"
+    HONEYTOKEN_MANAGE = "watch:honeytoken:manage"  # seed decoy patients, list their contacts
 
 
 P = Permission
@@ -46,20 +53,22 @@ P = Permission
 POLICY: dict[Role, frozenset[Permission]] = {
     Role.LOCAL_OPERATOR: frozenset(Permission),
     Role.SECRETARY: frozenset({P.PATIENT_CREATE, P.PATIENT_SEARCH, P.PATIENT_READ}),
-    Role.TECHNICIAN: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ}),
+    Role.TECHNICIAN: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ,
+                                P.RESULT_WRITE}),
     Role.BIOLOGIST: frozenset({P.PATIENT_SEARCH, P.PATIENT_READ, P.RESULT_READ,
-                               P.PATIENT_EXPORT}),
+                               P.RESULT_WRITE, P.RESULT_VALIDATE, P.PATIENT_EXPORT}),
     Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
-                         P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH, P.ACCOUNT_APPROVE}),
+                         P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH, P.ACCOUNT_APPROVE,
+                         P.ALERT_READ, P.ALERT_ACK, P.ACCOUNT_UNLOCK}),
     Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.ACCOUNT_APPROVE, P.TOKEN_MANAGE,
-                           P.MIGRATION_READ, P.AUDIT_HEALTH}),
+                           P.MIGRATION_READ, P.AUDIT_HEALTH, P.ALERT_READ, P.ACCOUNT_UNLOCK}),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),
     Role.SERVICE: frozenset(),  # only what its token's scopes grant, within SERVICE_GRANTABLE
 }
 
 # What a service token may be given: feeding and reading records one by one, never in bulk.
 SERVICE_GRANTABLE = frozenset({P.PATIENT_CREATE, P.PATIENT_SEARCH, P.PATIENT_READ,
-                               P.RESULT_READ})
+                               P.RESULT_READ, P.RESULT_WRITE})
 
 # Operations over more than BULK_LIMIT patients, and every export, need a second factor
 # proven within STEP_UP_WINDOW. The local operator holds the key file and is exempt.

@@ -27,7 +27,8 @@ class Principal:
     ``scopes`` narrows a service token to the permissions it was given (None: the role's);
     ``patient_id`` is a patient's own record, the only one the patient role may read;
     ``mfa_at`` is the last proof of the second factor, which bulk operations want fresh;
-    ``request_id`` ties the audit events of one request together.
+    ``request_id`` ties the audit events of one request together;
+    ``step_up_due``: the watcher asked for a fresh second factor before any further call.
     """
 
     actor_id: str
@@ -38,6 +39,7 @@ class Principal:
     scopes: frozenset[str] | None = None
     patient_id: uuid.UUID | None = None
     mfa_at: datetime | None = None
+    step_up_due: bool = False
 
     def __post_init__(self) -> None:
         for name in ("actor_id", "source", "purpose"):

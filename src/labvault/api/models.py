@@ -86,6 +86,8 @@ class AccountIn(Strict):
     roles: list[Role] = Field(min_length=1, max_length=6)
     rpps: str | None = Field(default=None, pattern=r"^[0-9]{11}$")
     patient_id: uuid.UUID | None = None
+    site: str | None = Field(default=None, pattern=r"^[0-9][0-9AB][0-9]{7}$",
+                             description="FINESS of the lab site the person works at")
 
 
 class AwaitingApprovalOut(BaseModel):

@@ -42,7 +42,7 @@ def create_account(body: AccountIn, request: Request,
     the enrolment token that lets the person set a password and an authenticator."""
     account_id, _ = vault_of(request).accounts.create_account(
         principal, email=body.email, display_name=body.display_name, roles=list(body.roles),
-        rpps=body.rpps, patient_id=body.patient_id)
+        rpps=body.rpps, patient_id=body.patient_id, site=body.site)
     return _awaiting(account_id)
 
 

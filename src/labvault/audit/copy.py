@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -258,6 +259,10 @@ class AuditTrail:
         self._low_space_mb = low_space_mb
         self.copy_failures = 0
         self.unchained = 0
+        # Called with each event once it is durable (the watcher): a failing listener never
+        # undoes or blocks the append; it is counted and logged.
+        self.listeners: list[Callable[[AuditEvent], object]] = []
+        self.listener_failures = 0
         self._checked_at = None
         self._low: dict[str, int] = {}
 
@@ -278,6 +283,7 @@ class AuditTrail:
             self.unchained += 1
             log.warning("audit chain unavailable: event kept in the file copy "
                         "(run `labvault audit recover` once the database is back)")
+            self._tell(event)
             return
         finally:
             self._maybe_check_space()
@@ -288,6 +294,15 @@ class AuditTrail:
                 self.copy_failures += 1
                 log.warning("audit copy failed (%s); the chain has the event",
                             type(exc).__name__)
+        self._tell(event)
+
+    def _tell(self, event: AuditEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001 - the event is stored; detection must not undo it
+                self.listener_failures += 1
+                log.error("audit listener failed (%s)", type(exc).__name__)
 
     def rekey(self) -> None:
         self.chain.rekey()
@@ -352,12 +367,13 @@ class AuditTrail:
         status = "ok"
         if self._low:
             status = "low_space"
-        if self.unchained or self.copy_failures:
+        if self.unchained or self.copy_failures or self.listener_failures:
             status = "degraded"
         return {"audit": status,
                 "copy": "none" if self.copy is None else
                 ("file" if isinstance(self.copy, FileCopy) else "syslog"),
                 "copy_failures": self.copy_failures, "unchained_events": self.unchained,
+                "watch_failures": self.listener_failures,
                 "low_space": {k: {"free_mb": v} for k, v in sorted(self._low.items())}}
 
 

@@ -34,7 +34,8 @@ from labvault.store.tables import (
 AWAITING_APPROVAL = "awaiting_approval"
 
 SESSION_WITH_ACCOUNT = (auth_session, account.c.status, account.c.patient_id, account.c.roles,
-                        account.c.email, account.c.totp_secret, account.c.totp_last_step)
+                        account.c.email, account.c.totp_secret, account.c.totp_last_step,
+                        account.c.step_up_after)
 
 
 class AccountStore:

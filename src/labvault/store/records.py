@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, Table, delete, func, insert, select, update
 
+from labvault.crypto.envelope import Sealed
 from labvault.store.engine import guarded
 from labvault.store.tables import (
     SealedBytes,
@@ -22,6 +23,7 @@ from labvault.store.tables import (
     import_unit,
     lab_order,
     patient,
+    patient_site,
     result,
 )
 
@@ -35,6 +37,7 @@ class RowBatch:
     results: list[dict[str, Any]] = field(default_factory=list)
     comments: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    sites: set[tuple[uuid.UUID, str]] = field(default_factory=set)  # (patient, FINESS) pairs
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -62,6 +65,8 @@ class RecordStore:
                                 (attachment, batch.attachments), *also):
                 if rows:
                     conn.execute(insert(table), rows)
+            if batch.sites:
+                _insert_sites(conn, batch.sites)
 
     def ids_by_index_many(self, column: str, values: Sequence[bytes]) -> dict[bytes, list[uuid.UUID]]:
         col = patient.c[column]
@@ -174,7 +179,7 @@ class RecordStore:
         """Drop the patient's ciphertext and keep a tombstone row (id and erasure time)."""
         sealed_null = {c.name: None for c in patient.c if isinstance(c.type, SealedBytes)}
         with self.engine.begin() as conn:
-            for table in (attachment, comment, result, lab_order):
+            for table in (attachment, comment, result, lab_order, patient_site):
                 conn.execute(delete(table).where(table.c.patient_id == patient_id))
             # The units' content digests go; the keyed legacy-code entry stays, so that a
             # later unit of the same person within the migration is recognised as erased and
@@ -183,3 +188,41 @@ class RecordStore:
                          .values(content_digest=None))
             conn.execute(update(patient).where(patient.c.id == patient_id).values(
                 erased_at=at, nir_bidx=None, name_birth_bidx=None, **sealed_null))
+
+    def order_results(self, order_id: uuid.UUID) -> tuple[uuid.UUID, Sequence[Row]] | None:
+        """The patient an order belongs to, and its results' ids, refs (patient, order,
+        position) and sealed status, in stored order (None: no such order)."""
+        with guarded("reading an order"), self.engine.connect() as conn:
+            owner = conn.execute(select(lab_order.c.patient_id)
+                                 .where(lab_order.c.id == order_id)).scalar_one_or_none()
+            if owner is None:
+                return None
+            rows = conn.execute(
+                select(result.c.id, result.c.patient_id, result.c.order_id, result.c.position,
+                       result.c.status)
+                .where(result.c.order_id == order_id).order_by(result.c.position)).all()
+        return owner, rows
+
+    def set_result_status(self, sealed: dict[uuid.UUID, Sealed]) -> None:
+        """Replace the sealed ``status`` of the given results (result id -> new ciphertext) in
+        one transaction; no other column is touched."""
+        if not sealed:
+            return
+        with guarded("updating result status"), self.engine.begin() as conn:
+            for rid, status in sealed.items():
+                conn.execute(update(result).where(result.c.id == rid).values(status=status))
+
+
+def _insert_sites(conn: Any, pairs: set[tuple[uuid.UUID, str]]) -> None:
+    """Add the (patient, site) pairs not yet known: an order at a site already linked adds
+    nothing."""
+    ids = sorted({pid for pid, _ in pairs})
+    known: set[tuple[uuid.UUID, str]] = set()
+    for start in range(0, len(ids), 500):
+        q = select(patient_site.c.patient_id, patient_site.c.finess).where(
+            patient_site.c.patient_id.in_(ids[start:start + 500]))
+        known.update((r.patient_id, r.finess) for r in conn.execute(q))
+    fresh = [{"patient_id": pid, "finess": f} for pid, f in sorted(pairs - known)]
+    if fresh:
+        conn.execute(insert(patient_site), fresh)
+

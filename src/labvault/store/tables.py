@@ -236,6 +236,15 @@ account = Table(
     # Who asked for the account or its last re-enrolment, and who approved it (four eyes).
     Column("requested_by", String(200), nullable=True),
     Column("approved_by", String(200), nullable=True),
+    # The FINESS of the lab site the person works at: a read of a patient never seen at that
+    # site is "unexplained" for the watcher (not personal: an establishment's number).
+    Column("site", String(20), nullable=True),
+    # Automatic response: a locked account waits for an admin and the DPO to unlock it
+    # (``unlock_requests``: the two requesters, "role=actor" comma-separated); a session whose
+    # last second factor is older than ``step_up_after`` must prove it again before any call.
+    _ts("locked_at", nullable=True),
+    Column("unlock_requests", String(500), nullable=True),
+    _ts("step_up_after", nullable=True),
 )
 
 enrolment = Table(
@@ -299,6 +308,60 @@ login_throttle = Table(
     Column("failures", Integer, nullable=False),
     _ts("last_failure_at"),
     _ts("blocked_until", nullable=True),
+)
+
+# Care relationships the watcher explains reads with: the lab sites (FINESS) where a patient's
+# orders were sampled. Establishment numbers beside internal ids, no personal value.
+patient_site = Table(
+    "patient_site", metadata,
+    Column("patient_id", Uuid, primary_key=True),
+    Column("finess", String(20), primary_key=True),
+)
+
+# Decoy patients: stored like any other, known only by a keyed tag of their id, so that reading
+# this table does not say which patients are decoys.
+honeytoken = Table(
+    "honeytoken", metadata,
+    Column("tag", LargeBinary(32), primary_key=True),
+    _ts("created_at"),
+    Column("created_by", String(200), nullable=False),
+)
+
+# Alerts of the watcher: rule, severity, actor, evidence as ids and counts (JSON), never a value.
+alert = Table(
+    "alert", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("dedup_key", String(300), nullable=False, unique=True),
+    Column("rule", String(50), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("actor", String(200), nullable=False, index=True),
+    _ts("raised_at"),
+    _ts("last_seen_at"),
+    Column("occurrences", Integer, nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("patient_ids", Text, nullable=False),  # space-separated internal ids
+    Column("status", String(20), nullable=False, index=True),  # open | acknowledged
+    Column("acknowledged_by", String(200), nullable=True),
+    _ts("acknowledged_at", nullable=True),
+    Column("ack_note", String(500), nullable=True),
+    Column("escalation_level", Integer, nullable=False),
+    _ts("next_escalation_at", nullable=True),
+    Column("response", String(20), nullable=False),
+)
+
+# Every delivery attempt of an alert: which escalation level and channel, the outcome. The
+# contact is named by its place in the escalation list, never by its address.
+alert_delivery = Table(
+    "alert_delivery", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", Uuid, ForeignKey("alert.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("level", Integer, nullable=False),
+    Column("channel", String(20), nullable=False),
+    _ts("at"),
+    Column("outcome", String(20), nullable=False),  # sent | failed
+    Column("reason", String(200), nullable=True),
 )
 
 migration = Table(

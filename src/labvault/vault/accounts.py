@@ -60,7 +60,7 @@ from labvault.access.throttle import THROTTLE_KEY, Throttle
 from labvault.audit.sink import AuditEvent
 from labvault.crypto.blind import BlindIndex
 from labvault.crypto.envelope import AesGcmFieldCipher, Sealed
-from labvault.domain.identifiers import validate_rpps
+from labvault.domain.identifiers import validate_finess, validate_rpps
 from labvault.errors import AccessDenied, AuthenticationFailed, InvalidRecord, NotFound
 from labvault.secret import Secret
 from labvault.store.accounts import AccountStore
@@ -156,7 +156,8 @@ class AccountDesk(Sessions, ServiceTokens):
     # -- administration ----------------------------------------------------------------------------
     def create_account(self, principal: Principal, *, email: str, display_name: str,
                        roles: list[Role], rpps: str | None = None,
-                       patient_id: uuid.UUID | None = None) -> tuple[uuid.UUID, Secret[str]]:
+                       patient_id: uuid.UUID | None = None,
+                       site: str | None = None) -> tuple[uuid.UUID, Secret[str]]:
         """A new account and its one-time enrolment token (valid 72 h).
 
         Asked for by anyone but the local operator, the account awaits approval by a second
@@ -173,6 +174,7 @@ class AccountDesk(Sessions, ServiceTokens):
             name = valid_text("display_name", display_name, 200)
             chosen = valid_roles(roles, patient_id)
             number = validate_rpps(rpps) if rpps else None
+            site = validate_finess(site, "site") if site is not None else None
             if patient_id is not None and not self._vault._records.live([patient_id]):
                 raise InvalidRecord("patient_id", "no such patient")
             bidx = self._email_key(address)
@@ -189,11 +191,11 @@ class AccountDesk(Sessions, ServiceTokens):
                "display_name": self._seal("display_name", account_id, name),
                "rpps": self._seal("rpps", account_id, number), "patient_id": patient_id,
                "status": status, "created_at": now, "created_by": principal.actor_id,
-               "requested_by": principal.actor_id}
+               "requested_by": principal.actor_id, "site": site}
         token, enrol = (Secret(""), None) if service or waits else self._enrolment_row(
             account_id, now, principal.actor_id)
         self._audit_as(principal, act, account_id=str(account_id), roles=list(chosen),
-                       status=status, requested_by=principal.actor_id,
+                       status=status, requested_by=principal.actor_id, site=site,
                        patient_ids=_own_record(patient_id))
         if not self._store.insert_account(row, enrol):
             raise InvalidRecord("email", "already used")

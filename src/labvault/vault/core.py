@@ -55,10 +55,13 @@ from labvault.store.imports import ImportStore
 from labvault.store.keystore import KeyStore, WrappedKey
 from labvault.store.records import RecordStore, RowBatch
 from labvault.vault.imports import ImportDesk
+from labvault.watch.shape import SEARCH_SHAPE_KEY, SearchShape
 
 if TYPE_CHECKING:
     from labvault.vault.accounts import AccountDesk
     from labvault.vault.audit import AuditDesk
+    from labvault.vault.results import ResultDesk
+    from labvault.watch.desk import WatchDesk
 
 CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
 Progress = Callable[[int], None]
@@ -111,6 +114,7 @@ class Vault:
         self._nir_index = BlindIndex(NIR_INDEX, keys.index_key(NIR_INDEX))
         self._name_index = BlindIndex(NAME_BIRTH_INDEX, keys.index_key(NAME_BIRTH_INDEX))
         self.imports = ImportDesk(self, ImportStore(records.engine), staging_dir)
+        self._search_shape = SearchShape(keys.index_key(SEARCH_SHAPE_KEY))
 
     def __repr__(self) -> str:
         return f"Vault(keys={self._keys!r})"
@@ -128,6 +132,20 @@ class Vault:
         from labvault.vault.audit import AuditDesk
 
         return AuditDesk(self)
+
+    @cached_property
+    def results(self) -> ResultDesk:
+        """Orders and results entered for patients already stored, and their validation."""
+        from labvault.vault.results import ResultDesk
+
+        return ResultDesk(self)
+
+    @cached_property
+    def watch(self) -> WatchDesk:
+        """Supervision: alerts, their acknowledgement, account unlocking, honeytokens."""
+        from labvault.watch.desk import WatchDesk
+
+        return WatchDesk(self)
 
     @classmethod
     def open(
@@ -184,6 +202,8 @@ class Vault:
             self._event(principal, permission, "denied", ids)
             raise AccessDenied(principal.actor_id, principal.role, permission)
         try:
+            if principal.step_up_due:  # the watcher asked for a fresh second factor
+                raise StepUpRequired(permission)
             require_fresh_mfa(principal, permission, len(ids), self._clock.now())
         except StepUpRequired:
             self._event(principal, permission, "step_up_required", ids)
@@ -271,6 +291,7 @@ class Vault:
                          codec.ORDER)
             orow.update(id=order.id, patient_id=pid, position=order_position, created_at=now)
             batch.orders.append(orow)
+            batch.sites.add((pid, order.lab_finess))
             for c in order.comments:
                 position += 1
                 batch.comments.append(self._comment_row(cipher, c, pid, order.id, None,
@@ -313,12 +334,14 @@ class Vault:
         self._authorize(principal, Permission.PATIENT_SEARCH)
         if nir is not None:
             by = "nir"
-            ids = self._records.ids_by_index(
-                "nir_bidx", self._nir_index.compute(normalize_nir(nir)))
+            normalised = normalize_nir(nir)
+            ids = self._records.ids_by_index("nir_bidx", self._nir_index.compute(normalised))
+            shape = self._search_shape.of_nir(normalised)
         elif last_name is not None and birth_date is not None:
             by = "name_birth"
             ids = self._records.ids_by_index(
                 "name_birth_bidx", self._name_index.compute(name_birth_key(last_name, birth_date)))
+            shape = self._search_shape.of_name_birth(last_name, birth_date)
         else:
             raise ValueError("search by nir, or by last_name and birth_date")
         try:  # a search that names many patients is a bulk read
@@ -328,22 +351,34 @@ class Vault:
                         hits=len(ids))
             raise
         self._event(principal, Permission.PATIENT_SEARCH, "allowed", ids, IDENTIFIERS, by=by,
-                    hits=len(ids))
+                    hits=len(ids), **shape)
         return ids
 
     # -- reading -------------------------------------------------------------------------------
     def get_patient(self, principal: Principal, patient_id: uuid.UUID) -> Patient:
         """Identity and administrative data of one patient (no results)."""
         self._authorize(principal, Permission.PATIENT_READ, [patient_id])
+        rows = self._rows_or_miss(principal, Permission.PATIENT_READ, patient_id, False)
         self._event(principal, Permission.PATIENT_READ, "allowed", [patient_id], IDENTITY)
-        return self._load(patient_id, with_results=False).patient
+        return self._open_rows(patient_id, rows).patient
 
     def get_record(self, principal: Principal, patient_id: uuid.UUID) -> PatientRecord:
         """A patient with orders, results and comments."""
         self._authorize(principal, Permission.PATIENT_READ, [patient_id])
         self._authorize(principal, Permission.RESULT_READ, [patient_id])
+        rows = self._rows_or_miss(principal, Permission.RESULT_READ, patient_id, True)
         self._event(principal, Permission.RESULT_READ, "allowed", [patient_id], FULL_RECORD)
-        return self._load(patient_id, with_results=True)
+        return self._open_rows(patient_id, rows)
+
+    def _rows_or_miss(self, principal: Principal, permission: Permission,
+                      patient_id: uuid.UUID, with_results: bool) -> Any:
+        """The patient's rows (ciphertext only: nothing is opened before the event is written);
+        an unknown id is audited as a miss (probing ids is what the watcher looks for)."""
+        rows = self._records.load(patient_id, with_results)
+        if rows is None:
+            self._event(principal, permission, "not_found", [patient_id])
+            raise NotFound("patient", patient_id)
+        return rows
 
     def iter_records(self, principal: Principal, *, batch_size: int = 200,
                      progress: Progress | None = None) -> Iterator[PatientRecord]:
@@ -373,6 +408,9 @@ class Vault:
         rows = self._records.load(patient_id, with_results)
         if rows is None:
             raise NotFound("patient", patient_id)
+        return self._open_rows(patient_id, rows)
+
+    def _open_rows(self, patient_id: uuid.UUID, rows: Any) -> PatientRecord:
         p, cipher = self._open_patient(patient_id, rows.patient)
         orders = _open_orders(cipher, rows.orders, rows.results, rows.comments, rows.attachments)
         return PatientRecord(p, tuple(o for _, o in orders))

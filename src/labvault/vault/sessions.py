@@ -200,9 +200,11 @@ class Sessions:
         if now - aware(sess.last_seen_at) >= SEEN_STEP:
             self._store.update_session(sess.token_hash, last_seen_at=now)
         role = Role(sess.role)
+        mfa_at, due = aware(sess.mfa_at), aware(sess.step_up_after)
         return Principal(actor_of(sess.account_id), role, source, purpose, request_id=request_id,
                          patient_id=sess.patient_id if role is Role.PATIENT else None,
-                         mfa_at=aware(sess.mfa_at))
+                         mfa_at=mfa_at,
+                         step_up_due=due is not None and (mfa_at is None or mfa_at < due))
 
     def step_up(self, token: Secret[str] | str, code: Secret[str] | str, *,
                 source: str | None = None) -> None:

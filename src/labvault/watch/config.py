@@ -1,0 +1,151 @@
+"""Thresholds of the detection rules, alert routing and escalation: ``watch.toml``.
+
+The file lives in the data directory and is optional: every value has a default chosen for a
+laboratory of a few sites and some dozens of staff (the simulator's normal workload raises no
+alert above the review queue with them). A value given in the file replaces the default; an
+unknown section or key, or a value of the wrong type, is refused naming it — a typo must not
+silently leave a rule at its default. docs/watch.md explains each value.
+
+Secrets (SMTP password, webhook key) are never in the file: a channel names the environment
+variable that holds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labvault.errors import ConfigurationError
+
+WATCH_FILE = "watch.toml"
+
+# Distinct patients read (identity, record or export) per actor and window, by role.
+_VOLUME = {
+    "secretary": {"1m": 10, "10m": 40, "1h": 120, "1d": 400},
+    "technician": {"1m": 10, "10m": 40, "1h": 150, "1d": 500},
+    "biologist": {"1m": 12, "10m": 60, "1h": 200, "1d": 600},
+    "service": {"1m": 60, "10m": 300, "1h": 1000, "1d": 5000},
+    "patient": {"1m": 2, "10m": 2, "1h": 2, "1d": 2},
+}
+
+DEFAULTS: dict[str, Any] = {
+    "volume": {
+        "limits": _VOLUME,
+        # Severity of going over a limit: a short window means an extraction in progress.
+        "severity": {"1m": "critical", "10m": "critical", "1h": "high", "1d": "high"},
+    },
+    "baseline": {
+        "learning_days": 5,  # active days before the actor's own baseline is used
+        "history_days": 28,
+        "factor": 3.0,  # today over factor x the usual day (and over min_patients)
+        "min_patients": 40,
+    },
+    "enumeration": {
+        "window_minutes": 60,
+        "nir_block_searches": 4,  # NIR searches in one birth block with serials close together
+        "nir_serial_span": 50,
+        "nir_block_critical": 8,
+        "shared_part_searches": 5,  # name searches sharing a name (or a birth date)
+        "shared_part_critical": 10,
+    },
+    "misses": {
+        "window_hours": 24,
+        "min_misses": 10,
+        "ratio": 0.6,
+        "critical_misses": 30,
+        "critical_ratio": 0.8,
+        "id_probes": 5,  # reads of ids that do not exist, within the hour
+    },
+    "unused_searches": {"use_within_minutes": 30, "per_day": 20},
+    "context": {
+        "learning_days": 5,
+        # Opening hours of the laboratory (local time): access outside them and outside the
+        # actor's own usual hours is reported.
+        "timezone": "Europe/Paris",
+        "open_days": [0, 1, 2, 3, 4, 5],  # Monday = 0
+        "open_from": "06:30",
+        "open_until": "20:00",
+        "concurrent_minutes": 15,
+        "ipv4_prefix": 24,
+        "ipv6_prefix": 64,
+    },
+    "unexplained": {"per_day": 10},
+    "auth": {
+        "window_minutes": 10,
+        "failed_logins": 5,
+        "failed_logins_high": 10,
+        "spray_accounts": 5,
+        "mfa_failures": 3,
+        "after_reset_minutes": 60,
+    },
+    "response": {"critical": "lock", "high": "step_up"},
+    "alerting": {
+        # Channels per severity (names of the [channels] entries); low goes to the review queue.
+        "routes": {"critical": ["email", "webhook", "syslog"], "high": ["email", "webhook", "syslog"],
+                   "medium": ["email", "syslog"], "low": []},
+        # Minutes before an unacknowledged alert goes to the next contact of `escalation`.
+        "ack_within_minutes": {"critical": 15, "high": 60, "medium": 480, "low": 0},
+        "escalation": [],  # contacts, first to last (e-mail addresses)
+    },
+    "channels": {},
+}
+
+
+def _merge(base: dict[str, Any], doc: Mapping[str, Any], path: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else key
+        if key not in base:
+            if path in ("channels", "volume.limits"):  # open tables: a channel, a role
+                out[key] = value
+                continue
+            raise ConfigurationError(f"{WATCH_FILE}: unknown setting {where}")
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{WATCH_FILE}: {where} must be a table")
+            out[key] = _merge(default, value, where)
+        elif not _same_kind(default, value):
+            raise ConfigurationError(
+                f"{WATCH_FILE}: {where} must be a {type(default).__name__}")
+        else:
+            out[key] = value
+    return out
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    doc: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> WatchConfig:
+        return cls(_merge(DEFAULTS, doc, ""))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> WatchConfig:
+        path = data_dir / WATCH_FILE
+        try:
+            doc = tomllib.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path} is not valid TOML (line {exc.lineno})") from None
+        return cls.from_mapping(doc)
+
+    def __getitem__(self, section: str) -> Any:
+        return self.doc[section]
+
+
+__all__ = ["DEFAULTS", "WATCH_FILE", "WatchConfig"]

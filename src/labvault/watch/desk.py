@@ -1,0 +1,187 @@
+"""The watch desk (`vault.watch`): starting the watcher, alerts, unlocking, decoy patients.
+
+Reading alerts needs `watch:alert:read` (the DPO, admins), acknowledging `watch:alert:ack`
+(the DPO); both are audited like any other access. An acknowledgement carries a reason from a
+fixed list, never free text: a note typed in a hurry would end up holding a patient's name in
+clear. Unlocking an account locked by the automatic response needs two people: an admin and the
+DPO each ask (`access:account:unlock`), the second request unlocks, and the account's next call
+needs a fresh second factor; its open critical alerts are acknowledged as ``unlocked`` and the
+rules forget its past so that the reads that locked it do not lock it again.
+
+Decoys (honeytokens) are synthetic patients stored through the vault like any other: they are
+in every index and every list. Their identifiers come from a range never assigned (INSEE
+commune numbers 990–998 exist in no department, so no real NIR carries them) and their e-mail
+addresses are at a domain the laboratory monitors: mail sent to one is phishing built from
+leaked data. Only a keyed tag of each decoy's id is stored (``honeytoken``), so the database
+does not say which patients are decoys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from labvault.access.permissions import Permission
+from labvault.access.principal import Principal, Role
+from labvault.crypto.blind import BlindIndex
+from labvault.domain.records import Patient, PatientRecord
+from labvault.errors import AccessDenied, InvalidRecord, NotFound
+from labvault.store.alerts import AlertStore
+from labvault.watch.alerts import Alert
+from labvault.watch.config import WatchConfig
+from labvault.watch.engine import DECOY_KEY, Watcher, alert_of
+from labvault.watch.notify import Notifier
+
+if TYPE_CHECKING:
+    from labvault.vault.core import Vault
+    from labvault.watch.channels import Channel
+
+ACK_REASONS = ("confirmed", "false-positive", "investigating", "duplicate", "unlocked")
+DEFAULT_DECOY_DOMAIN = "decoy.invalid"
+
+
+class WatchDesk:
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._store = AlertStore(vault._records.engine)
+        self.watcher: Watcher | None = None
+
+    def __repr__(self) -> str:
+        return f"WatchDesk(watching={self.watcher is not None})"
+
+    def start(self, config: WatchConfig | None = None, *,
+              channels: dict[str, Channel] | None = None, background: bool = True) -> Watcher:
+        """Watch every event this vault appends from now on (in process)."""
+        if self.watcher is not None:
+            return self.watcher
+        config = config or WatchConfig()
+        notifier = Notifier(self._store, channels or {}, config, self._vault._clock,
+                            background=background)
+        self.watcher = Watcher(self._vault, config, notifier=notifier)
+        self._vault._audit.listeners.append(self.watcher.observe)  # type: ignore[attr-defined]
+        return self.watcher
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            listeners = self._vault._audit.listeners  # type: ignore[attr-defined]
+            if self.watcher.observe in listeners:
+                listeners.remove(self.watcher.observe)
+            if self.watcher.notifier is not None:
+                self.watcher.notifier.close()
+            self.watcher = None
+
+    def _gate(self, principal: Principal, permission: Permission, **detail: Any) -> None:
+        self._vault._authorize(principal, permission)
+        self._vault._event(principal, permission, "allowed", **detail)
+
+    # -- alerts ------------------------------------------------------------------------------------
+    def alerts(self, principal: Principal, *, status: str | None = None,
+               limit: int = 100) -> list[Alert]:
+        self._gate(principal, Permission.ALERT_READ, what="list", status=status, limit=limit)
+        return [alert_of(r) for r in self._store.alerts(status=status, limit=limit)]
+
+    def alert(self, principal: Principal, alert_id: uuid.UUID) -> tuple[Alert, list[dict[str, Any]]]:
+        """An alert and its delivery attempts."""
+        self._gate(principal, Permission.ALERT_READ, what="show", alert_id=str(alert_id))
+        row = self._store.alert(alert_id)
+        if row is None:
+            raise NotFound("alert", alert_id)
+        deliveries = [{"level": d.level, "channel": d.channel, "at": d.at.isoformat(),
+                       "outcome": d.outcome, "reason": d.reason}
+                      for d in self._store.deliveries(alert_id)]
+        return alert_of(row), deliveries
+
+    def acknowledge(self, principal: Principal, alert_id: uuid.UUID, reason: str) -> Alert:
+        if reason not in ACK_REASONS:
+            raise InvalidRecord("reason", f"one of {', '.join(ACK_REASONS)}")
+        self._gate(principal, Permission.ALERT_ACK, what="ack", alert_id=str(alert_id),
+                   reason=reason)
+        row = self._store.alert(alert_id)
+        if row is None:
+            raise NotFound("alert", alert_id)
+        self._ack(row, principal.actor_id, reason)
+        return alert_of(self._store.alert(alert_id))
+
+    def _ack(self, row: Any, by: str, reason: str) -> None:
+        # The dedup key is freed: the same pattern seen again is a new alert, with its response.
+        if self._store.acknowledge(row.id, by, self._vault._clock.now(), reason):
+            self._store.update(row.id, dedup_key=f"{row.dedup_key[:250]}|ack:{row.id.hex}")
+
+    # -- unlocking ---------------------------------------------------------------------------------
+    def unlock(self, principal: Principal, account_id: uuid.UUID) -> bool:
+        """Ask to unlock a locked account; True once it is unlocked (admin and DPO asked)."""
+        self._vault._authorize(principal, Permission.ACCOUNT_UNLOCK)
+        row = self._store.account_row(account_id)
+        if row is None or row.status != "locked":
+            self._vault._event(principal, Permission.ACCOUNT_UNLOCK, "invalid",
+                               account_id=str(account_id))
+            raise InvalidRecord("account_id", "no locked account has this id")
+        asked = dict(r.split("=", 1) for r in (row.unlock_requests or "").split(",") if r)
+        if principal.actor_id in asked.values():
+            self._vault._event(principal, Permission.ACCOUNT_UNLOCK, "denied",
+                               account_id=str(account_id), reason="asked already")
+            raise AccessDenied(principal.actor_id, principal.role, Permission.ACCOUNT_UNLOCK)
+        role = "dpo" if principal.role is Role.DPO else "admin"
+        asked[role] = principal.actor_id
+        done = principal.role is Role.LOCAL_OPERATOR or {"admin", "dpo"} <= set(asked)
+        self._vault._event(principal, Permission.ACCOUNT_UNLOCK, "allowed",
+                           account_id=str(account_id), unlocked=done, requested_by=sorted(asked))
+        now = self._vault._clock.now()
+        self._store.unlock_request(account_id, ",".join(f"{k}={v}" for k, v in sorted(asked.items())),
+                                   done, now)
+        if done:
+            actor = f"account:{account_id}"
+            for alert in self._store.alerts(status="open", limit=10_000):
+                if alert.actor.startswith(actor) and alert.response == "locked":
+                    self._ack(alert, principal.actor_id, "unlocked")
+            if self.watcher is not None:
+                self.watcher.forget(actor)
+        return done
+
+    # -- decoys ------------------------------------------------------------------------------------
+    def seed_decoys(self, principal: Principal, count: int, *,
+                    mail_domain: str = DEFAULT_DECOY_DOMAIN, seed: int | None = None) -> list[str]:
+        """Store `count` decoy patients; the contacts to monitor (their e-mail addresses)."""
+        from labvault.synthetic import SyntheticLab
+
+        self._vault._authorize(principal, Permission.HONEYTOKEN_MANAGE)
+        if not 1 <= count <= 10_000:
+            raise InvalidRecord("count", "between 1 and 10000")
+        lab = SyntheticLab(seed if seed is not None else secrets.randbits(64), results_per_patient=4)
+        records = [_decoy(r, mail_domain) for r in lab.records(count)]
+        self._vault._event(principal, Permission.HONEYTOKEN_MANAGE, "allowed", count=count)
+        self._vault.put_patients(principal, records)
+        index = BlindIndex(DECOY_KEY, self._vault._keys.index_key(DECOY_KEY))
+        self._store.add_decoys([index.compute(str(r.id)) for r in records],
+                               self._vault._clock.now(), principal.actor_id)
+        if self.watcher is not None:
+            self.watcher.facts.refresh()
+        return [r.patient.email for r in records if r.patient.email]
+
+
+def _decoy(record: PatientRecord, mail_domain: str) -> PatientRecord:
+    """A synthetic record turned decoy: a birth commune no real NIR carries, a monitored
+    e-mail address (a random local part, so decoys cannot be told apart by their address)."""
+    from stdnum.fr import nir as stdnum_nir
+
+    from labvault.domain.records import IdentityStatus, Ins, InsOid
+
+    p: Patient = record.patient
+    place = (p.birth_place or "75056")[:2]
+    if not place.isdigit() or place in ("97", "98", "99"):
+        place = "75"
+    place += f"99{secrets.randbelow(9)}"
+    body = f"{1 if p.sex.value == 'M' else 2}{p.birth_date.year % 100:02d}{p.birth_date.month:02d}"
+    body += place + f"{secrets.randbelow(999) + 1:03d}"
+    nir = body + stdnum_nir.calc_check_digits(body)
+    ins = Ins(matricule=nir, oid=InsOid.TEST_NIR,
+              status=p.ins.status if p.ins else IdentityStatus.PROVISIONAL)
+    local = f"{secrets.token_hex(3)}.{secrets.token_hex(2)}"
+    patient = dataclasses.replace(p, birth_place=place, nir=nir, ins=ins,
+                                  email=f"{local}@{mail_domain}")
+    return dataclasses.replace(record, patient=patient)
+
+
+__all__ = ["ACK_REASONS", "WatchDesk"]

@@ -1,0 +1,231 @@
+"""The watcher: every audit event through every rule, findings into alerts, alerts into the
+automatic response and the channels.
+
+In process, the vault's audit trail calls `Watcher.observe` with each event once it is durable,
+on the thread of the request that caused it: a critical finding has locked the account before
+that request returns, so the next one fails. The rules' state is behind one lock; the database
+writes (alert, response) and the deliveries are outside it. `labvault watch` runs the same
+watcher over the log, for a deployment whose API workers run in several processes; alerts are
+deduplicated in the database, so both may run.
+
+Findings become alerts in `AlertStore`: a finding whose rule, actor and key match an open alert
+counts one more occurrence of it; anything else is a new alert, which gets the response of its
+severity (`response` in watch.toml: critical locks the account, high asks for a fresh second
+factor or revokes a service token) and goes to the channels of its severity. Every alert and
+every response is itself an audit event (``watch:…``, actor ``labvault:watch``), which the
+rules skip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from labvault.access.account_rules import aware
+from labvault.audit.sink import AuditEvent
+from labvault.crypto.blind import BlindIndex
+from labvault.store.alerts import AlertStore, evidence_json
+from labvault.watch.alerts import Alert, Finding, Severity
+from labvault.watch.config import WatchConfig
+from labvault.watch.rules import access_rules
+from labvault.watch.rules_context import context_rules
+from labvault.watch.state import WATCH_ACTOR, account_of, token_of
+
+if TYPE_CHECKING:
+    from labvault.vault.core import Vault
+    from labvault.watch.notify import Notifier
+
+log = logging.getLogger("labvault.watch")
+DECOY_KEY = "watch/decoy/v1"
+FACT_TTL = timedelta(seconds=60)
+
+
+class VaultFacts:
+    """What the rules look up: decoy tags, account sites, patient sites; cached, refreshed at
+    most every minute (a decoy seeded by another process is known within that minute)."""
+
+    def __init__(self, store: AlertStore, decoy_index: BlindIndex,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._decoy = decoy_index
+        self._now = now
+        self._decoys: set[bytes] = set()
+        self._accounts: dict[uuid.UUID, str | None] = {}
+        self._sites: dict[uuid.UUID, tuple[frozenset[str], float]] = {}
+        self._loaded = -1e18
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._decoys = self._store.decoy_tags()
+        self._accounts = self._store.account_sites()
+        self._sites.clear()
+        self._loaded = self._now()
+
+    def _fresh(self) -> None:
+        if self._now() - self._loaded > FACT_TTL.total_seconds():
+            self.refresh()
+
+    def decoy_tag(self, patient_id: uuid.UUID) -> bytes:
+        return self._decoy.compute(str(patient_id))
+
+    def is_decoy(self, patient_id: uuid.UUID) -> bool:
+        self._fresh()
+        return bool(self._decoys) and self.decoy_tag(patient_id) in self._decoys
+
+    def site_of(self, actor: str) -> str | None:
+        acct = account_of(actor)
+        if acct is None:
+            return None
+        self._fresh()
+        if acct not in self._accounts:
+            self._accounts = self._store.account_sites()
+        return self._accounts.get(acct)
+
+    def sites_of(self, patient_id: uuid.UUID) -> frozenset[str]:
+        now = self._now()
+        hit = self._sites.get(patient_id)
+        if hit is not None and now - hit[1] <= FACT_TTL.total_seconds():
+            return hit[0]
+        sites = self._store.sites_of(patient_id)
+        if len(self._sites) > 100_000:
+            self._sites.clear()
+        self._sites[patient_id] = (sites, now)
+        return sites
+
+
+def first_seq_at(log_: Any, since: datetime) -> int:
+    """The first event stored at or after `since` (binary search on the sequence: events are
+    appended in time order, give or take clock steps, which only widens the warm-up)."""
+    head = log_.head()
+    lo, hi = 1, (head.seq if head is not None else 0) + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = next(iter(log_.logged(since_seq=mid - 1, limit=1)), None)
+        if found is None or found.event.at >= since:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def alert_of(row: Any) -> Alert:
+    return Alert(id=row.id, rule=row.rule, severity=Severity(row.severity), actor=row.actor,
+                 raised_at=aware(row.raised_at), explanation=row.explanation,
+                 evidence=json.loads(row.evidence), status=row.status,
+                 occurrences=row.occurrences, last_seen_at=aware(row.last_seen_at),
+                 acknowledged_by=row.acknowledged_by, acknowledged_at=aware(row.acknowledged_at),
+                 escalation_level=row.escalation_level,
+                 next_escalation_at=aware(row.next_escalation_at), response=row.response,
+                 patient_ids=tuple(uuid.UUID(p) for p in row.patient_ids.split()))
+
+
+class Watcher:
+    def __init__(self, vault: Vault, config: WatchConfig | None = None, *,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config or WatchConfig()
+        self._vault = vault
+        self._clock = vault._clock
+        self.store = AlertStore(vault._records.engine)
+        self.facts = VaultFacts(self.store, BlindIndex(DECOY_KEY, vault._keys.index_key(DECOY_KEY)))
+        self._rules = access_rules(self.config) + context_rules(self.config)
+        self._lock = threading.Lock()
+        self.notifier = notifier
+        self.observed = 0
+
+    def __repr__(self) -> str:
+        return f"Watcher(rules={len(self._rules)})"
+
+    def observe(self, event: AuditEvent) -> list[Alert]:
+        """Run the rules on one event; the new alerts it raised (repeats are only counted)."""
+        if event.actor == WATCH_ACTOR:
+            return []
+        with self._lock:
+            self.observed += 1
+            findings = [f for rule in self._rules for f in rule.observe(event, self.facts)]
+        return [a for f in findings if (a := self.raise_finding(f, event.at)) is not None]
+
+    def learn(self, events: Iterable[AuditEvent]) -> int:
+        """Feed past events to the rules without raising anything (warm-up at start: windows,
+        baselines, usual hours and networks); how many were seen."""
+        n = 0
+        with self._lock:
+            for event in events:
+                if event.actor == WATCH_ACTOR:
+                    continue
+                for rule in self._rules:
+                    rule.observe(event, self.facts)
+                n += 1
+        return n
+
+    def warm_up(self, days: int | None = None) -> int:
+        """Learn from the audit log's events of the last `days` (the baseline's history)."""
+        days = days if days is not None else self.config["baseline"]["history_days"]
+        since = self._clock.now() - timedelta(days=days)
+        log_ = self._vault._audit.chain  # type: ignore[attr-defined]
+        first = first_seq_at(log_, since)
+        return self.learn(e.event for e in log_.logged(since_seq=first - 1))
+
+    def forget(self, actor: str) -> None:
+        """Drop what the rules remember of an actor (after an unlock: its past reads must not
+        lock it again)."""
+        with self._lock:
+            for rule in self._rules:
+                for value in vars(rule).values():
+                    if isinstance(value, dict):
+                        value.pop(actor, None)
+
+    def raise_finding(self, finding: Finding, at: datetime) -> Alert | None:
+        sev = finding.severity
+        row, new = self.store.raise_or_repeat({
+            "id": uuid.uuid4(), "dedup_key": finding.dedup_key[:300], "rule": finding.rule,
+            "severity": str(sev), "actor": finding.actor, "raised_at": at, "last_seen_at": at,
+            "occurrences": 1, "explanation": finding.explanation,
+            "evidence": evidence_json(finding.evidence),
+            "patient_ids": " ".join(str(p) for p in finding.patient_ids), "status": "open",
+            "escalation_level": 0, "next_escalation_at": None, "response": "none"})
+        if not new:
+            return None
+        self._audit("watch:alert:raise", at, finding.patient_ids, alert_id=str(row.id),
+                    rule=finding.rule, severity=str(sev), about=finding.actor)
+        response = self._respond(row.id, finding, at)
+        if response != "none":
+            self.store.update(row.id, response=response)
+        alert = alert_of(self.store.alert(row.id))
+        log.warning("alert %s %s %s: %s", alert.severity, alert.rule, alert.actor, alert.id)
+        if self.notifier is not None:
+            self.notifier.raised(alert)
+        return alert
+
+    def _respond(self, alert_id: uuid.UUID, finding: Finding, at: datetime) -> str:
+        action = self.config["response"].get(str(finding.severity), "none")
+        account, token = account_of(finding.actor), token_of(finding.actor)
+        if account is None or action == "none":
+            return "none"
+        about = {"alert_id": str(alert_id), "rule": finding.rule, "account_id": str(account)}
+        if action == "lock":
+            self._audit("watch:response:lock", at, **about)
+            self.store.lock(account, at)
+            return "locked"
+        if token is not None:  # a service has no second factor to prove: its token goes
+            self._audit("watch:response:token-revoke", at, token_id=str(token), **about)
+            self.store.revoke_token(token, at)
+            return "token_revoked"
+        self._audit("watch:response:step-up", at, **about)
+        self.store.require_step_up(account, at)
+        return "step_up"
+
+    def _audit(self, action: str, at: datetime, patient_ids: tuple[uuid.UUID, ...] = (),
+               **detail: object) -> None:
+        self._vault._audit.append(AuditEvent(
+            at=at, actor=WATCH_ACTOR, role="system", source="watch",
+            purpose="automatic response", action=action, outcome="allowed",
+            patient_ids=patient_ids, detail=detail))
+
+
+__all__ = ["DECOY_KEY", "VaultFacts", "Watcher", "alert_of"]

@@ -1,0 +1,313 @@
+"""Detection rules on reads of patient data: decoys, volume, enumeration, misses, searches
+without use, reads no care relationship explains.
+
+Each rule sees every audit event once, in order, keeps what it needs per actor in memory, and
+returns `Finding`s: the rule, the severity, the actor and an explanation with the evidence as
+internal ids and counts. The engine (`labvault.watch.engine`) deduplicates them into alerts.
+Time is the event's own time, never the wall clock, so a replay of the log gives the same
+findings as the live stream did.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from labvault.audit.sink import AuditEvent
+from labvault.watch.alerts import Finding, Severity
+from labvault.watch.config import WatchConfig
+from labvault.watch.state import READS, SEARCH, SPANS, STAFF_ROLES, WRITES, Window, bucket, exempt
+
+
+class Facts(Protocol):
+    """What the rules look up outside the event stream."""
+
+    def is_decoy(self, patient_id: uuid.UUID) -> bool: ...
+    def site_of(self, actor: str) -> str | None: ...
+    def sites_of(self, patient_id: uuid.UUID) -> frozenset[str]: ...
+
+
+class Rule(Protocol):
+    name: str
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]: ...
+
+
+def _ids(ids: Iterable[uuid.UUID], n: int = 20) -> list[str]:
+    return [str(i) for i in list(ids)[:n]]
+
+
+class DecoyRule:
+    """Any touch of a honeytoken patient — found by a search, read, exported, written, even
+    refused — is critical: no legitimate work ever opens one."""
+
+    name = "honeytoken"
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if exempt(ev.actor) or ev.action == "vault:patient:create" or not ev.patient_ids:
+            return ()
+        decoys = [p for p in ev.patient_ids if facts.is_decoy(p)]
+        if not decoys:
+            return ()
+        return [Finding(self.name, Severity.CRITICAL, ev.actor, str(decoys[0]),
+                        f"{ev.actor} touched decoy patient {decoys[0]} ({ev.action}, "
+                        f"{ev.outcome}); no legitimate work opens a decoy",
+                        {"action": ev.action, "outcome": ev.outcome, "decoys": len(decoys)},
+                        tuple(decoys))]
+
+
+class VolumeRule:
+    """Distinct patients read per actor within 1 min, 10 min, 1 h and 1 day against the role's
+    limits; and today's count against the actor's own usual day once it has one."""
+
+    name = "volume"
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.limits: dict[str, dict[str, int]] = config["volume"]["limits"]
+        self.severity = {w: Severity(s) for w, s in config["volume"]["severity"].items()}
+        b = config["baseline"]
+        self.learning_days, self.history = b["learning_days"], b["history_days"]
+        self.factor, self.floor = b["factor"], b["min_patients"]
+        self._windows: dict[str, dict[str, Window]] = {}
+        self._days: dict[str, dict[date, set[uuid.UUID]]] = defaultdict(dict)
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if ev.action not in READS or ev.outcome != "allowed" or exempt(ev.actor):
+            return ()
+        windows = self._windows.get(ev.actor)
+        if windows is None:
+            windows = self._windows[ev.actor] = {w: Window(s) for w, s in SPANS.items()}
+        for w in windows.values():
+            for pid in ev.patient_ids:
+                w.add(ev.at, pid)
+        out: list[Finding] = []
+        limits = self.limits.get(ev.role)
+        for name, window in windows.items():
+            limit = limits.get(name) if limits else None
+            if limit is not None and window.distinct() > limit:
+                out.append(Finding(
+                    self.name, self.severity.get(name, Severity.HIGH), ev.actor,
+                    f"{name}:{bucket(ev.at, SPANS['1d'])}",
+                    f"{ev.actor} ({ev.role}) read {window.distinct()} distinct patients within "
+                    f"{name}; the role's limit is {limit}",
+                    {"window": name, "patients": window.distinct(), "limit": limit,
+                     "role": ev.role}, tuple(ev.patient_ids[:20])))
+                break  # the shortest window over its limit says it all
+        out.extend(self._baseline(ev))
+        return out
+
+    def _baseline(self, ev: AuditEvent) -> list[Finding]:
+        days = self._days[ev.actor]
+        today = ev.at.date()
+        seen = days.setdefault(today, set())
+        seen.update(ev.patient_ids)
+        past = [len(s) for d, s in days.items() if d != today and (today - d).days <= self.history]
+        if len(days) > self.history + 1:
+            for d in sorted(days)[:-self.history - 1]:
+                del days[d]
+        if len(past) < self.learning_days:
+            return []
+        usual = statistics.fmean(past)
+        threshold = max(self.floor, usual * self.factor, max(past) * 1.5)
+        if len(seen) <= threshold:
+            return []
+        return [Finding("volume-baseline", Severity.MEDIUM, ev.actor, today.isoformat(),
+                        f"{ev.actor} read {len(seen)} distinct patients today; its usual day is "
+                        f"{usual:.0f} (over {len(past)} active days)",
+                        {"today": len(seen), "usual": round(usual, 1), "days": len(past),
+                         "threshold": round(threshold, 1)})]
+
+
+class EnumerationRule:
+    """Searches that walk identifiers: NIRs of one birth block with serials close together, or
+    one name tried with many birth dates (one date with many names). The search events carry
+    keyed tags of the parts of what was searched (`labvault.watch.shape`), never the value."""
+
+    name = "enumeration"
+
+    def __init__(self, config: WatchConfig) -> None:
+        c = config["enumeration"]
+        self.span = timedelta(minutes=c["window_minutes"])
+        self.block_min, self.block_critical = c["nir_block_searches"], c["nir_block_critical"]
+        self.serial_span = c["nir_serial_span"]
+        self.shared_min, self.shared_critical = c["shared_part_searches"], c["shared_part_critical"]
+        self._recent: dict[str, deque[tuple[datetime, dict[str, Any]]]] = defaultdict(deque)
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if ev.action != SEARCH or ev.outcome != "allowed" or exempt(ev.actor):
+            return ()
+        d = ev.detail
+        if "blk" not in d and "nt" not in d:
+            return ()
+        recent = self._recent[ev.actor]
+        recent.append((ev.at, d))
+        while recent and recent[0][0] <= ev.at - self.span:
+            recent.popleft()
+        if "blk" in d:
+            near = [x for _, x in recent if x.get("blk") == d["blk"]
+                    and abs(int(x.get("ord", -10**6)) - int(d["ord"])) <= self.serial_span]
+            return self._finding(ev, len(near), self.block_min, self.block_critical,
+                                 f"nir:{d['blk']}", "NIR searches in one birth block with "
+                                 "serial numbers close together")
+        by_name = {x.get("bt") for _, x in recent if x.get("nt") == d.get("nt")}
+        by_date = {x.get("nt") for _, x in recent if x.get("bt") == d.get("bt")}
+        if len(by_name) >= len(by_date):
+            return self._finding(ev, len(by_name), self.shared_min, self.shared_critical,
+                                 f"name:{d.get('nt')}", "searches of one name with different "
+                                 "birth dates")
+        return self._finding(ev, len(by_date), self.shared_min, self.shared_critical,
+                             f"birth:{d.get('bt')}", "searches of one birth date with different "
+                             "names")
+
+    def _finding(self, ev: AuditEvent, n: int, low: int, critical: int, key: str,
+                 what: str) -> list[Finding]:
+        if n < low:
+            return []
+        severity = Severity.CRITICAL if n >= critical else Severity.HIGH
+        return [Finding(self.name, severity, ev.actor, f"{key}:{severity}",
+                        f"{ev.actor} made {n} {what} within {self.span}",
+                        {"searches": n, "pattern": key.split(":", 1)[0]})]
+
+
+class MissRule:
+    """The share of searches that find nothing (enumeration mostly misses), and reads of
+    internal ids that do not exist (probing)."""
+
+    name = "misses"
+
+    def __init__(self, config: WatchConfig) -> None:
+        c = config["misses"]
+        self.span = timedelta(hours=c["window_hours"])
+        self.min, self.ratio = c["min_misses"], c["ratio"]
+        self.critical, self.critical_ratio = c["critical_misses"], c["critical_ratio"]
+        self.probes = c["id_probes"]
+        self._searches: dict[str, Window] = {}
+        self._misses: dict[str, Window] = {}
+        self._probes: dict[str, Window] = {}
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if exempt(ev.actor):
+            return ()
+        if ev.outcome == "not_found" and ev.action in READS:
+            w = self._probes.setdefault(ev.actor, Window(timedelta(hours=1)))
+            w.add(ev.at, ev.patient_ids[0] if ev.patient_ids else None)
+            if len(w) >= self.probes:
+                return [Finding("id-probing", Severity.HIGH, ev.actor, bucket(ev.at, SPANS["1h"]),
+                                f"{ev.actor} asked for {len(w)} patient ids that do not exist "
+                                "within the hour", {"missing_ids": len(w)})]
+            return ()
+        if ev.action != SEARCH or ev.outcome != "allowed" or "hits" not in ev.detail:
+            return ()
+        searches = self._searches.setdefault(ev.actor, Window(self.span))
+        misses = self._misses.setdefault(ev.actor, Window(self.span))
+        searches.add(ev.at, len(searches) + 1)  # count every search, not distinct ones
+        misses.evict(ev.at)
+        if ev.detail.get("hits") == 0:
+            misses.add(ev.at, len(misses) + 1 + int(ev.at.timestamp() * 1e6))
+        n, total = len(misses), len(searches)
+        ratio = n / total if total else 0.0
+        if n >= self.critical and ratio >= self.critical_ratio:
+            severity = Severity.CRITICAL
+        elif n >= self.min and ratio >= self.ratio:
+            severity = Severity.HIGH
+        else:
+            return ()
+        return [Finding(self.name, severity, ev.actor,
+                        f"{bucket(ev.at, SPANS['1d'])}:{severity}",
+                        f"{ev.actor}: {n} of its last {total} searches found nobody "
+                        f"({ratio:.0%}) within {self.span}",
+                        {"misses": n, "searches": total, "ratio": round(ratio, 3)})]
+
+
+class UnusedSearchRule:
+    """Searches that found a patient the actor then never opened: checking who is a patient of
+    the laboratory, without a reason to read the file."""
+
+    name = "unused-searches"
+
+    def __init__(self, config: WatchConfig) -> None:
+        c = config["unused_searches"]
+        self.grace = timedelta(minutes=c["use_within_minutes"])
+        self.per_day = c["per_day"]
+        self._pending: dict[str, dict[uuid.UUID, datetime]] = defaultdict(dict)
+        self._unused: dict[str, Window] = {}
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if exempt(ev.actor) or ev.role not in STAFF_ROLES:
+            return ()
+        pending = self._pending[ev.actor]
+        if ev.outcome == "allowed" and (ev.action in READS or ev.action in WRITES):
+            for pid in ev.patient_ids:
+                pending.pop(pid, None)
+        late = [pid for pid, at in pending.items() if at + self.grace <= ev.at]
+        unused = self._unused.setdefault(ev.actor, Window(SPANS["1d"]))
+        for pid in late:
+            unused.add(pending.pop(pid), pid)
+        if ev.action == SEARCH and ev.outcome == "allowed" and len(ev.patient_ids) == 1:
+            pending[ev.patient_ids[0]] = ev.at
+        unused.evict(ev.at)
+        if late and unused.distinct() >= self.per_day:
+            return [Finding(self.name, Severity.MEDIUM, ev.actor, bucket(ev.at, SPANS["1d"]),
+                            f"{ev.actor} found {unused.distinct()} patients by search within a "
+                            f"day without opening their file within {self.grace}",
+                            {"unused": unused.distinct()}, tuple(unused.latest(20)))]  # type: ignore[arg-type]
+        return ()
+
+
+class UnexplainedRule:
+    """A read by staff that no care relationship explains: the account's lab site is not where
+    the patient's orders were sampled, and the actor has not written to the patient. One such
+    read goes to the review queue (low); many in a day is an alert."""
+
+    name = "unexplained"
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.per_day = config["unexplained"]["per_day"]
+        self._wrote: dict[str, set[uuid.UUID]] = defaultdict(set)
+        self._daily: dict[str, Window] = {}
+
+    def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
+        if exempt(ev.actor) or ev.role not in STAFF_ROLES or ev.outcome != "allowed":
+            return ()
+        if ev.action in WRITES:
+            wrote = self._wrote[ev.actor]
+            if len(wrote) > 50_000:
+                wrote.clear()
+            wrote.update(ev.patient_ids)
+            return ()
+        if ev.action not in ("vault:patient:read", "vault:result:read"):
+            return ()
+        site = facts.site_of(ev.actor)
+        if site is None:
+            return ()
+        out = []
+        for pid in ev.patient_ids:
+            if pid in self._wrote[ev.actor] or site in facts.sites_of(pid):
+                continue
+            daily = self._daily.setdefault(ev.actor, Window(SPANS["1d"]))
+            daily.add(ev.at, pid)
+            out.append(Finding(self.name, Severity.LOW, ev.actor, str(pid),
+                               f"{ev.actor} (site {site}) read patient {pid}, who has no order "
+                               "at that site and whom this account never wrote to",
+                               {"site": site}, (pid,)))
+            if daily.distinct() > self.per_day:
+                out.append(Finding("unexplained-volume", Severity.MEDIUM, ev.actor,
+                                   bucket(ev.at, SPANS["1d"]),
+                                   f"{ev.actor} read {daily.distinct()} patients within a day "
+                                   "that no care relationship explains",
+                                   {"unexplained": daily.distinct(), "limit": self.per_day},
+                                   tuple(daily.latest(20))))  # type: ignore[arg-type]
+        return out
+
+
+def access_rules(config: WatchConfig) -> list[Any]:
+    return [DecoyRule(), VolumeRule(config), EnumerationRule(config), MissRule(config),
+            UnusedSearchRule(config), UnexplainedRule(config)]
+
+
+__all__ = ["DecoyRule", "EnumerationRule", "Facts", "MissRule", "Rule", "UnexplainedRule",
+           "UnusedSearchRule", "VolumeRule", "access_rules"]

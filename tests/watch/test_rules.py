@@ -1,0 +1,302 @@
+"""Each rule fires on its pattern and stays quiet on ordinary work."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from rule_support import SITE_A, SITE_B, T0, Facts, Harness, actor, event, workday
+
+from labvault.watch.alerts import Severity
+from labvault.watch.config import WatchConfig
+
+READ = "vault:result:read"
+SEARCH = "vault:patient:search"
+
+
+def ids(n: int) -> list[uuid.UUID]:
+    return [uuid.uuid4() for _ in range(n)]
+
+
+# -- decoys ----------------------------------------------------------------------------------------
+def test_any_touch_of_a_decoy_is_critical_even_refused() -> None:
+    decoy = uuid.uuid4()
+    h = Harness(facts=Facts(decoys={decoy}))
+    who = actor()
+    assert h.feed(event(who, READ, T0, ids=(uuid.uuid4(),))) == []
+    found = h.feed(event(who, "vault:patient:read", T0, outcome="denied", ids=(decoy,)))
+    assert [(f.rule, f.severity) for f in found] == [("honeytoken", Severity.CRITICAL)]
+    assert str(decoy) in found[0].explanation and found[0].patient_ids == (decoy,)
+    # A search that finds the decoy is a touch too; creating it (seeding) is not.
+    assert h.feed(event(actor(), SEARCH, T0, ids=(decoy,), by="nir", hits=1))
+    assert h.feed(event(actor(), "vault:patient:create", T0, ids=(decoy,))) == []
+    assert h.feed(event("local-operator:root", "vault:patient:export", T0, ids=(decoy,))) == []
+
+
+# -- volume ----------------------------------------------------------------------------------------
+def test_volume_over_the_role_limit_within_a_minute_is_critical() -> None:
+    h, who = Harness(), actor()
+    for i, pid in enumerate(ids(12)):
+        assert h.feed(event(who, READ, T0 + timedelta(seconds=4 * i), ids=(pid,))) == []
+    found = h.feed(event(who, READ, T0 + timedelta(seconds=50), ids=(uuid.uuid4(),)))
+    assert [(f.rule, f.severity, f.evidence["window"]) for f in found] == [
+        ("volume", Severity.CRITICAL, "1m")]
+    assert "13 distinct patients" in found[0].explanation
+
+
+def test_rereading_the_same_patients_is_not_volume() -> None:
+    h, who = Harness(), actor()
+    few = ids(3)
+    for i in range(60):
+        h.feed(event(who, READ, T0 + timedelta(seconds=5 * i), ids=(few[i % 3],)))
+    assert h.all == []
+
+
+def test_a_biologists_steady_day_stays_under_the_limits() -> None:
+    h, who = Harness(), actor()
+    at = workday(0, 8.0)
+    for pid in ids(150):  # one record every 3 minutes for 7.5 hours
+        h.feed(event(who, READ, at, ids=(pid,)))
+        at += timedelta(minutes=3)
+    assert h.all == []
+
+
+def test_a_day_far_above_the_actors_own_baseline_is_reported() -> None:
+    h, who = Harness(), actor()
+    for day in range(6):
+        at = workday(day, 8.0)
+        for pid in ids(20):
+            h.feed(event(who, READ, at, ids=(pid,)))
+            at += timedelta(minutes=10)
+    at = workday(6, 8.0)
+    for pid in ids(61):
+        h.feed(event(who, READ, at, ids=(pid,)))
+        at += timedelta(minutes=5)
+    found = h.by_rule("volume-baseline")
+    assert len({f.key for f in found}) == 1 and found[0].severity is Severity.MEDIUM
+    assert found[0].evidence["usual"] == 20.0
+
+
+# -- enumeration -----------------------------------------------------------------------------------
+def test_nir_searches_walking_one_birth_block_are_enumeration() -> None:
+    h, who = Harness(), actor()
+    for n in range(3):
+        h.feed(event(who, SEARCH, T0 + timedelta(seconds=n), by="nir", hits=0, blk="ab12",
+                     ord=100 + n))
+    assert h.by_rule("enumeration") == []
+    h.feed(event(who, SEARCH, T0 + timedelta(seconds=4), by="nir", hits=0, blk="ab12", ord=104))
+    assert [f.severity for f in h.by_rule("enumeration")] == [Severity.HIGH]
+    for n in range(5, 9):
+        h.feed(event(who, SEARCH, T0 + timedelta(seconds=n), by="nir", hits=0, blk="ab12",
+                     ord=100 + n))
+    assert Severity.CRITICAL in {f.severity for f in h.by_rule("enumeration")}
+
+
+def test_nir_searches_of_unrelated_people_are_not_enumeration() -> None:
+    h, who = Harness(), actor()
+    for n in range(40):
+        h.feed(event(who, SEARCH, T0 + timedelta(minutes=n), role="secretary", by="nir", hits=1,
+                     ids=(uuid.uuid4(),), blk=f"{n:04x}", ord=(n * 37) % 999))
+    assert h.by_rule("enumeration") == []
+
+
+def test_one_name_tried_with_many_birth_dates_is_enumeration() -> None:
+    h, who = Harness(), actor()
+    for n in range(5):
+        h.feed(event(who, SEARCH, T0 + timedelta(seconds=n), by="name_birth", hits=0,
+                     nt="0f0f", bt=f"{n:04x}"))
+    found = h.by_rule("enumeration")
+    assert found and found[0].evidence["pattern"] == "name"
+
+
+# -- misses and probing ----------------------------------------------------------------------------
+def test_searches_that_mostly_miss_are_reported() -> None:
+    h, who = Harness(), actor()
+    for n in range(12):
+        hit = n in (3, 7)
+        h.feed(event(who, SEARCH, T0 + timedelta(minutes=n), by="nir", hits=int(hit),
+                     ids=(uuid.uuid4(),) if hit else ()))
+    found = h.by_rule("misses")
+    assert found and found[-1].severity is Severity.HIGH
+    assert found[-1].evidence["misses"] == 10
+
+
+def test_a_secretarys_new_patients_do_not_make_a_miss_ratio() -> None:
+    h, who = Harness(), actor()
+    for n in range(40):  # one search in five misses: a new patient, registered next
+        miss = n % 5 == 0
+        h.feed(event(who, SEARCH, workday(0, 8.0) + timedelta(minutes=10 * n), role="secretary",
+                     by="nir", hits=0 if miss else 1, ids=() if miss else (uuid.uuid4(),)))
+    assert h.by_rule("misses") == []
+
+
+def test_reading_ids_that_do_not_exist_is_probing() -> None:
+    h, who = Harness(), actor()
+    for n in range(5):
+        h.feed(event(who, "vault:patient:read", T0 + timedelta(seconds=n), outcome="not_found",
+                     ids=(uuid.uuid4(),)))
+    assert [f.severity for f in h.by_rule("id-probing")] == [Severity.HIGH]
+
+
+# -- searches without use --------------------------------------------------------------------------
+def test_patients_found_and_never_opened_are_reported() -> None:
+    config = WatchConfig.from_mapping({"unused_searches": {"per_day": 5}})
+    h, who = Harness(config), actor()
+    at = workday(0, 9.0)
+    for pid in ids(6):
+        h.feed(event(who, SEARCH, at, role="secretary", by="nir", hits=1, ids=(pid,)))
+        at += timedelta(minutes=2)
+    h.feed(event(who, SEARCH, at + timedelta(minutes=40), role="secretary", by="nir", hits=0))
+    found = h.by_rule("unused-searches")
+    assert found and found[0].evidence["unused"] == 6
+
+
+def test_patients_found_then_opened_are_not_reported() -> None:
+    config = WatchConfig.from_mapping({"unused_searches": {"per_day": 5}})
+    h, who = Harness(config), actor()
+    at = workday(0, 9.0)
+    for pid in ids(10):
+        h.feed(event(who, SEARCH, at, role="secretary", by="nir", hits=1, ids=(pid,)))
+        h.feed(event(who, "vault:patient:read", at + timedelta(minutes=1), role="secretary",
+                     ids=(pid,)))
+        at += timedelta(minutes=5)
+    h.feed(event(who, SEARCH, at + timedelta(hours=1), role="secretary", by="nir", hits=0))
+    assert h.by_rule("unused-searches") == []
+
+
+# -- unexplained reads -----------------------------------------------------------------------------
+def test_a_read_no_care_relationship_explains_goes_to_the_review_queue() -> None:
+    who = actor()
+    mine, neighbour, registered = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    facts = Facts(accounts={who: SITE_A},
+                  sites={mine: frozenset({SITE_A}), neighbour: frozenset({SITE_B})})
+    h = Harness(facts=facts)
+    assert h.feed(event(who, "vault:patient:read", T0, role="secretary", ids=(mine,))) == []
+    h.feed(event(who, "vault:patient:create", T0, role="secretary", ids=(registered,)))
+    assert h.feed(event(who, "vault:patient:read", T0, role="secretary", ids=(registered,))) == []
+    found = h.feed(event(who, "vault:patient:read", T0, role="secretary", ids=(neighbour,)))
+    assert [(f.rule, f.severity, f.patient_ids) for f in found] == [
+        ("unexplained", Severity.LOW, (neighbour,))]
+
+
+def test_many_unexplained_reads_in_a_day_are_an_alert() -> None:
+    who = actor()
+    h = Harness(facts=Facts(accounts={who: SITE_A}))
+    for n, pid in enumerate(ids(11)):
+        h.feed(event(who, "vault:patient:read", T0 + timedelta(minutes=10 * n), role="technician",
+                     ids=(pid,)))
+    assert [f.severity for f in h.by_rule("unexplained-volume")] == [Severity.MEDIUM]
+
+
+# -- context ---------------------------------------------------------------------------------------
+def _usual_week(h: Harness, who: str, days: int = 6, source: str = "10.1.0.5") -> None:
+    for day in range(days):
+        for hour in (8.5, 10.0, 12.0, 14.0, 16.5):
+            h.feed(event(who, READ, workday(day, hour), source=source, ids=(uuid.uuid4(),)))
+
+
+def test_night_access_by_a_day_worker_is_reported_after_learning() -> None:
+    h, who = Harness(), actor()
+    h.feed(event(who, READ, workday(0, 3.0), ids=(uuid.uuid4(),)))
+    assert h.by_rule("off-hours") == []  # nothing learned yet: no judgement
+    h2, who2 = Harness(), actor()
+    _usual_week(h2, who2)
+    h2.feed(event(who2, READ, workday(7, 14.0), ids=(uuid.uuid4(),)))
+    assert h2.by_rule("off-hours") == []
+    h2.feed(event(who2, READ, workday(7, 2.5), ids=(uuid.uuid4(),)))
+    assert [f.severity for f in h2.by_rule("off-hours")] == [Severity.MEDIUM]
+
+
+def test_a_new_network_is_reported_and_a_new_workstation_of_the_site_is_not() -> None:
+    h, who = Harness(), actor()
+    _usual_week(h, who)
+    h.feed(event(who, READ, workday(7, 9.0), source="10.1.0.77", ids=(uuid.uuid4(),)))
+    assert h.by_rule("new-network") == []
+    h.feed(event(who, READ, workday(7, 11.0), source="185.220.101.4", ids=(uuid.uuid4(),)))
+    found = h.by_rule("new-network")
+    assert found and found[0].evidence["network"] == "185.220.101.0/24"
+
+
+def test_one_account_from_two_networks_at_once_is_a_shared_or_stolen_account() -> None:
+    h, who = Harness(), actor()
+    h.feed(event(who, READ, T0, source="10.1.0.5", ids=(uuid.uuid4(),)))
+    h.feed(event(who, READ, T0 + timedelta(minutes=3), source="203.0.113.9", ids=(uuid.uuid4(),)))
+    assert [f.severity for f in h.by_rule("concurrent-networks")] == [Severity.HIGH]
+    h2, who2 = Harness(), actor()  # moving to the other site: an hour later, fine
+    h2.feed(event(who2, READ, T0, source="10.1.0.5", ids=(uuid.uuid4(),)))
+    h2.feed(event(who2, READ, T0 + timedelta(hours=1), source="10.2.0.5", ids=(uuid.uuid4(),)))
+    assert h2.by_rule("concurrent-networks") == []
+
+
+def test_a_token_used_from_a_new_address_is_high() -> None:
+    h = Harness()
+    token = f"{actor()}/token:{uuid.uuid4()}"
+    for n in range(20):
+        h.feed(event(token, "vault:result:write", T0 + timedelta(minutes=n), role="service",
+                     source="10.9.0.2", ids=(uuid.uuid4(),)))
+    assert h.all == []
+    h.feed(event(token, "vault:result:write", T0 + timedelta(hours=1), role="service",
+                 source="198.51.100.7", ids=(uuid.uuid4(),)))
+    assert [(f.rule, f.severity) for f in h.all] == [("token-new-address", Severity.HIGH)]
+
+
+# -- authentication --------------------------------------------------------------------------------
+LOGIN_FAILURE = "access:login:failure"
+
+
+def test_failed_login_bursts_on_one_account() -> None:
+    h, who = Harness(), actor()
+    for n in range(4):
+        h.feed(event(who, LOGIN_FAILURE, T0 + timedelta(seconds=n), outcome="failed"))
+    assert h.all == []
+    h.feed(event(who, LOGIN_FAILURE, T0 + timedelta(seconds=5), outcome="failed"))
+    assert [f.severity for f in h.by_rule("failed-logins")] == [Severity.MEDIUM]
+    for n in range(5):
+        h.feed(event(who, LOGIN_FAILURE, T0 + timedelta(seconds=10 + n), outcome="failed"))
+    assert Severity.HIGH in {f.severity for f in h.by_rule("failed-logins")}
+
+
+def test_password_spraying_then_a_hit_is_credential_stuffing() -> None:
+    h = Harness()
+    source = "192.0.2.66"
+    for n in range(5):
+        h.feed(event(actor(), LOGIN_FAILURE, T0 + timedelta(seconds=n), source=source,
+                     outcome="failed"))
+    spray = h.by_rule("password-spraying")
+    assert spray and spray[0].actor == f"source:{source}"
+    victim = actor()
+    h.feed(event(victim, "access:login:password", T0 + timedelta(seconds=9), source=source))
+    hit = h.by_rule("credential-stuffing")
+    assert [(f.actor, f.severity) for f in hit] == [(victim, Severity.CRITICAL)]
+
+
+def test_ordinary_typos_are_not_spraying() -> None:
+    h = Harness()
+    for n in range(4):  # four people mistype at the same front desk during the morning
+        h.feed(event(actor(), LOGIN_FAILURE, T0 + timedelta(minutes=20 * n), source="10.1.0.9",
+                     outcome="failed"))
+    assert h.all == []
+
+
+def test_wrong_second_factor_codes_after_a_right_password() -> None:
+    h, who = Harness(), actor()
+    for n in range(3):
+        h.feed(event(who, "access:mfa:failure", T0 + timedelta(seconds=n), outcome="failed"))
+    assert [f.severity for f in h.by_rule("mfa-failures")] == [Severity.HIGH]
+
+
+def test_a_login_right_after_a_reset_goes_to_the_review_queue() -> None:
+    h, who = Harness(), actor()
+    account_id = who.removeprefix("account:")
+    h.feed(event("account:admin", "access:account:reset-mfa", T0, role="admin",
+                 account_id=account_id))
+    h.feed(event(who, "access:login:success", T0 + timedelta(minutes=12)))
+    assert [(f.rule, f.severity) for f in h.all] == [("login-after-reset", Severity.LOW)]
+
+
+def test_rules_skip_the_local_operator() -> None:
+    h = Harness()
+    for n, pid in enumerate(ids(300)):
+        h.feed(event("local-operator:lab", READ, T0 + timedelta(milliseconds=n), ids=(pid,),
+                     role="local_operator"))
+    assert h.all == []
