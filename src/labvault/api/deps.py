@@ -7,6 +7,7 @@ lookup (no password hashing), so it runs on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -64,8 +65,7 @@ async def current_principal(
 
 
 def _with_purpose(p: Principal, purpose: str) -> Principal:
-    return Principal(p.actor_id, p.role, p.source, purpose, p.request_id, p.scopes, p.patient_id,
-                     p.mfa_at)
+    return dataclasses.replace(p, purpose=purpose)  # every other field kept (step-up due...)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
