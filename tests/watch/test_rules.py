@@ -300,3 +300,16 @@ def test_rules_skip_the_local_operator() -> None:
         h.feed(event("local-operator:lab", READ, T0 + timedelta(milliseconds=n), ids=(pid,),
                      role="local_operator"))
     assert h.all == []
+
+
+def test_windows_of_sources_long_gone_are_swept(vault) -> None:
+    from labvault.watch import engine
+
+    watcher = engine.Watcher(vault)
+    for n in range(300):  # a spray from 300 addresses, one failure each
+        watcher.observe(event(actor(), LOGIN_FAILURE, T0, source=f"192.0.2.{n % 250}.{n}",
+                              outcome="failed"))
+    auth = next(r for r in watcher._rules if r.name == "auth")
+    assert len(auth._by_source) == 300
+    watcher._prune(T0 + timedelta(hours=1))
+    assert auth._by_source == {} and auth._failures == {}

@@ -35,7 +35,7 @@ from labvault.watch.alerts import Alert, Finding, Severity
 from labvault.watch.config import WatchConfig
 from labvault.watch.rules import access_rules
 from labvault.watch.rules_context import context_rules
-from labvault.watch.state import WATCH_ACTOR, account_of, token_of
+from labvault.watch.state import WATCH_ACTOR, Window, account_of, token_of
 
 if TYPE_CHECKING:
     from labvault.vault.core import Vault
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("labvault.watch")
 DECOY_KEY = "watch/decoy/v1"
 FACT_TTL = timedelta(seconds=60)
+PRUNE_EVERY = 10_000  # events between two sweeps of empty windows
 
 
 class VaultFacts:
@@ -148,6 +149,8 @@ class Watcher:
         with self._lock:
             self.observed += 1
             findings = [f for rule in self._rules for f in rule.observe(event, self.facts)]
+            if self.observed % PRUNE_EVERY == 0:
+                self._prune(event.at)
         return [a for f in findings if (a := self.raise_finding(f, event.at)) is not None]
 
     def learn(self, events: Iterable[AuditEvent]) -> int:
@@ -170,6 +173,22 @@ class Watcher:
         log_ = self._vault._audit.chain  # type: ignore[attr-defined]
         first = first_seq_at(log_, since)
         return self.learn(e.event for e in log_.logged(since_seq=first - 1))
+
+    def _prune(self, now: datetime) -> None:
+        """Drop the windows left empty (actors and sources long gone): memory stays bounded by
+        the activity of the last day, not by every address that ever knocked."""
+        for rule in self._rules:
+            for table in vars(rule).values():
+                if not isinstance(table, dict):
+                    continue
+                empty = []
+                for key, value in table.items():
+                    if isinstance(value, Window):
+                        value.evict(now)
+                        if len(value) == 0:
+                            empty.append(key)
+                for key in empty:
+                    del table[key]
 
     def forget(self, actor: str) -> None:
         """Drop what the rules remember of an actor (after an unlock: its past reads must not
