@@ -234,3 +234,19 @@ def test_an_acknowledged_alert_does_not_escalate(vault, operator, clock) -> None
     vault.watch.acknowledge(operator, alert.id, "investigating")
     clock.advance(timedelta(hours=1))
     assert watcher.notifier.tick() == 0
+
+
+def test_phishing_that_reaches_a_decoy_contact_is_critical(vault, operator, clock) -> None:
+    contacts = vault.watch.seed_decoys(operator, 2, mail_domain="canary.lab.example", seed=3)
+    message = (f"From: Votre laboratoire <alerte@lab0ratoire-securite.example>\r\n"
+               f"To: {contacts[1].upper()}\r\nSubject: Vos resultats\r\n"
+               "Message-ID: <x1@lab0ratoire-securite.example>\r\n\r\nCliquez ici.\r\n").encode()
+    (alert,) = vault.watch.report_mail(operator, message)
+    assert (alert.rule, alert.severity, alert.actor) == (
+        "decoy-contact", "critical", "external:lab0ratoire-securite.example")
+    assert contacts[1] not in alert.body().decode() and alert.evidence["decoys"]
+    ordinary = message.replace(contacts[1].upper().encode(), b"someone@lab.example")
+    assert vault.watch.report_mail(operator, ordinary) == []
+    assert vault.watch.report_mail(operator, message) == []  # the same message: counted once
+    with pytest.raises(AccessDenied):
+        vault.watch.report_mail(Principal("account:dpo", Role.DPO, SOURCE, "review"), message)

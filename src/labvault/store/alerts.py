@@ -98,10 +98,20 @@ class AlertStore:
         with guarded("reading decoys"), self.engine.connect() as conn:
             return {bytes(r.tag) for r in conn.execute(select(honeytoken.c.tag))}
 
-    def add_decoys(self, tags: Sequence[bytes], at: datetime, by: str) -> None:
+    def add_decoys(self, tags: Sequence[tuple[bytes, bytes | None]], at: datetime,
+                   by: str) -> None:
+        """Record decoys: (tag of the patient id, tag of the monitored contact)."""
         with guarded("recording decoys"), self.engine.begin() as conn:
-            conn.execute(insert(honeytoken), [{"tag": t, "created_at": at, "created_by": by}
-                                              for t in tags])
+            conn.execute(insert(honeytoken), [
+                {"tag": t, "contact_tag": c, "created_at": at, "created_by": by}
+                for t, c in tags])
+
+    def decoy_of_contact(self, contact_tag: bytes) -> bytes | None:
+        """The patient tag of the decoy whose contact has this tag."""
+        q = select(honeytoken.c.tag).where(honeytoken.c.contact_tag == contact_tag)
+        with guarded("reading decoys"), self.engine.connect() as conn:
+            found = conn.execute(q).first()
+        return bytes(found.tag) if found is not None else None
 
     # -- automatic response ------------------------------------------------------------------------
     def lock(self, account_id: uuid.UUID, now: datetime) -> bool:

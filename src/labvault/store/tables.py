@@ -323,6 +323,9 @@ patient_site = Table(
 honeytoken = Table(
     "honeytoken", metadata,
     Column("tag", LargeBinary(32), primary_key=True),
+    # Keyed tag of the decoy's monitored e-mail address: a phishing message that reaches it
+    # names the decoy, without the address being stored.
+    Column("contact_tag", LargeBinary(32), nullable=True, index=True),
     _ts("created_at"),
     Column("created_by", String(200), nullable=False),
 )

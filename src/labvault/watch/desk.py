@@ -19,8 +19,12 @@ does not say which patients are decoys.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 import uuid
+from email import policy
+from email.parser import BytesParser
+from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 
 from labvault.access.permissions import Permission
@@ -29,7 +33,7 @@ from labvault.crypto.blind import BlindIndex
 from labvault.domain.records import Patient, PatientRecord
 from labvault.errors import AccessDenied, InvalidRecord, NotFound
 from labvault.store.alerts import AlertStore
-from labvault.watch.alerts import Alert
+from labvault.watch.alerts import Alert, Finding, Severity
 from labvault.watch.config import WatchConfig
 from labvault.watch.engine import DECOY_KEY, Watcher, alert_of
 from labvault.watch.notify import Notifier
@@ -153,12 +157,52 @@ class WatchDesk:
         records = [_decoy(r, mail_domain) for r in lab.records(count)]
         self._vault._event(principal, Permission.HONEYTOKEN_MANAGE, "allowed", count=count)
         self._vault.put_patients(principal, records)
-        index = BlindIndex(DECOY_KEY, self._vault._keys.index_key(DECOY_KEY))
-        self._store.add_decoys([index.compute(str(r.id)) for r in records],
-                               self._vault._clock.now(), principal.actor_id)
+        index = self._decoy_index()
+        self._store.add_decoys([(index.compute(str(r.id)), _contact_tag(index, r.patient.email))
+                                for r in records], self._vault._clock.now(), principal.actor_id)
         if self.watcher is not None:
             self.watcher.facts.refresh()
         return [r.patient.email for r in records if r.patient.email]
+
+    def _decoy_index(self) -> BlindIndex:
+        return BlindIndex(DECOY_KEY, self._vault._keys.index_key(DECOY_KEY))
+
+    def report_mail(self, principal: Principal, message: bytes,
+                    watcher: Watcher | None = None) -> list[Alert]:
+        """A message that reached the laboratory's mail (piped by its mail server): if it was
+        sent to a decoy's monitored address, someone holds this vault's data and uses it —
+        a critical alert naming the decoy's tag, when it was seeded and the sender's domain.
+        Nothing of the message is stored."""
+        self._vault._authorize(principal, Permission.HONEYTOKEN_MANAGE)
+        parsed = BytesParser(policy=policy.default).parsebytes(message, headersonly=True)
+        recipients = {addr.lower() for _, addr in getaddresses(
+            [str(v) for h in ("To", "Cc", "Delivered-To", "X-Original-To")
+             for v in parsed.get_all(h, [])]) if "@" in addr}
+        sender = (getaddresses([str(parsed.get("From", ""))]) or [("", "")])[0][1]
+        sender_domain = sender.rsplit("@", 1)[-1].lower()[:100] if "@" in sender else "unknown"
+        digest = hashlib.sha256(str(parsed.get("Message-ID", "")).encode() or message).hexdigest()
+        index, hits = self._decoy_index(), []
+        for addr in sorted(recipients):
+            decoy = self._store.decoy_of_contact(_contact_tag(index, addr) or b"")
+            if decoy is not None:
+                hits.append(decoy.hex()[:12])
+        self._vault._event(principal, Permission.HONEYTOKEN_MANAGE, "allowed", what="report-mail",
+                           decoys=len(hits))
+        if not hits:
+            return []
+        watcher = watcher or self.watcher or Watcher(self._vault)
+        finding = Finding(
+            "decoy-contact", Severity.CRITICAL, f"external:{sender_domain}", digest[:32],
+            f"a message from {sender_domain} reached the monitored address of {len(hits)} decoy "
+            "patient(s): data of this vault, or of a copy of it, is in someone's hands and is "
+            "used to write to patients", {"decoys": hits, "sender_domain": sender_domain,
+                                          "message": digest[:16]})
+        alert = watcher.raise_finding(finding, self._vault._clock.now())
+        return [alert] if alert is not None else []
+
+
+def _contact_tag(index: BlindIndex, email: str | None) -> bytes | None:
+    return index.compute(f"contact:{email.strip().lower()}") if email else None
 
 
 def _decoy(record: PatientRecord, mail_domain: str) -> PatientRecord:

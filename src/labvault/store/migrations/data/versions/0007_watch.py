@@ -43,10 +43,13 @@ def upgrade() -> None:
 
     op.create_table('honeytoken',
     sa.Column('tag', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('contact_tag', sa.LargeBinary(length=32), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=200), nullable=False),
     sa.PrimaryKeyConstraint('tag', name=op.f('pk_honeytoken'))
     )
+    with op.batch_alter_table('honeytoken', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_honeytoken_contact_tag'), ['contact_tag'], unique=False)
     op.create_table('patient_site',
     sa.Column('patient_id', sa.Uuid(), nullable=False),
     sa.Column('finess', sa.String(length=20), nullable=False),
@@ -86,6 +89,9 @@ def downgrade() -> None:
 
     op.drop_table('alert_delivery')
     op.drop_table('patient_site')
+    with op.batch_alter_table('honeytoken', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_honeytoken_contact_tag'))
+
     op.drop_table('honeytoken')
     with op.batch_alter_table('alert', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_alert_status'))
