@@ -250,3 +250,21 @@ def test_phishing_that_reaches_a_decoy_contact_is_critical(vault, operator, cloc
     assert vault.watch.report_mail(operator, message) == []  # the same message: counted once
     with pytest.raises(AccessDenied):
         vault.watch.report_mail(Principal("account:dpo", Role.DPO, SOURCE, "review"), message)
+
+
+def test_care_sites_of_patients_stored_before_the_links_are_indexed(vault, operator,
+                                                                    patients) -> None:
+    from sqlalchemy import delete, select
+
+    from labvault.store.tables import patient_site
+
+    with vault._records.engine.begin() as conn:
+        expected = set(conn.execute(select(patient_site.c.patient_id, patient_site.c.finess)))
+        conn.execute(delete(patient_site))
+    assert expected == {(r.id, o.lab_finess) for r in patients for o in r.orders}
+    assert vault.watch.index_sites(operator, batch_size=5) == len(expected)
+    with vault._records.engine.connect() as conn:
+        assert set(conn.execute(select(patient_site.c.patient_id, patient_site.c.finess))) == expected
+    assert vault.watch.index_sites(operator) == len(expected)  # again: nothing new, no error
+    with pytest.raises(AccessDenied):
+        vault.watch.index_sites(Principal("account:s", Role.SECRETARY, SOURCE, "care"))

@@ -212,6 +212,15 @@ class RecordStore:
             for rid, status in sealed.items():
                 conn.execute(update(result).where(result.c.id == rid).values(status=status))
 
+    def orders_of(self, patient_ids: Sequence[uuid.UUID]) -> list[Row]:
+        """The order rows of the given patients (one query per 500 patients)."""
+        out: list[Row] = []
+        with guarded("reading orders"), self.engine.connect() as conn:
+            for start in range(0, len(patient_ids), 500):
+                out += conn.execute(select(lab_order).where(
+                    lab_order.c.patient_id.in_(patient_ids[start:start + 500]))).all()
+        return out
+
 
 def _insert_sites(conn: Any, pairs: set[tuple[uuid.UUID, str]]) -> None:
     """Add the (patient, site) pairs not yet known: an order at a site already linked adds

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
 from email.utils import getaddresses
@@ -163,6 +164,40 @@ class WatchDesk:
         if self.watcher is not None:
             self.watcher.facts.refresh()
         return [r.patient.email for r in records if r.patient.email]
+
+    def index_sites(self, principal: Principal, *, batch_size: int = 200,
+                    progress: Callable[[int], None] | None = None) -> int:
+        """Link every stored patient to the lab sites of its orders (`patient_site`), for a
+        vault whose patients were stored before those links existed: it opens each order's
+        site (an audited bulk read of orders). How many links were added or confirmed."""
+        from labvault import codec
+        from labvault.store.records import RowBatch
+        from labvault.vault.core import _order_ref
+
+        vault = self._vault
+        vault._authorize(principal, Permission.PATIENT_EXPORT)
+        decode = codec.ORDER["lab_finess"][1]
+        links = 0
+        for ids in vault._records.iter_ids(batch_size):
+            vault._event(principal, Permission.PATIENT_EXPORT, "allowed", ids, ("orders",),
+                         what="care-site index")
+            keys = vault._keystore.get_many(ids)
+            batch, ciphers = RowBatch(), {}
+            for o in vault._records.orders_of(ids):
+                if o.patient_id not in keys:
+                    continue  # erased meanwhile
+                cipher = ciphers.get(o.patient_id)
+                if cipher is None:
+                    cipher = ciphers[o.patient_id] = vault._cipher_for(o.patient_id,
+                                                                       keys[o.patient_id])
+                batch.sites.add((o.patient_id, decode(cipher.open(
+                    "lab_order", "lab_finess", _order_ref(o.id, o.patient_id, o.position),
+                    o.lab_finess))))
+            vault._records.insert(batch)
+            links += len(batch.sites)
+            if progress:
+                progress(len(ids))
+        return links
 
     def _decoy_index(self) -> BlindIndex:
         return BlindIndex(DECOY_KEY, self._vault._keys.index_key(DECOY_KEY))
