@@ -47,6 +47,12 @@ PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
     ("GET", "/audit/patients/{patient_id}/accesses"): (Role.BIOLOGIST, None),
     ("GET", "/audit/checkpoints"): (Role.ADMIN, None),
     ("POST", "/audit/verify"): (Role.BIOLOGIST, {"start": 1}),
+    ("POST", "/patients"): (Role.BIOLOGIST, {"last_name": "Nouveau", "first_names": "Jean",
+                                             "birth_date": "1980-05-17", "sex": "M"}),
+    ("POST", "/patients/{patient_id}/orders"): (Role.SECRETARY, {
+        "lab_finess": "750000010", "results": [{"code_system": "LN", "code": "2345-7",
+                                                "label": "Glucose", "value": "5.1"}]}),
+    ("POST", "/patients/{patient_id}/orders/{order_id}/validate"): (Role.TECHNICIAN, None),
 }
 
 
@@ -76,7 +82,7 @@ def _call(client, method, path, body, headers, ids, nir):
 
 def _ids(records, target_account: uuid.UUID) -> dict[str, str]:
     return {"patient_id": str(records[0].patient.id), "account_id": str(target_account),
-            "token_id": str(uuid.uuid4())}
+            "token_id": str(uuid.uuid4()), "order_id": str(uuid.uuid4())}
 
 
 def _no_personal_data(response, secrets) -> None:
