@@ -43,6 +43,7 @@ from labvault.migrate.commands import export_app, migrate_app
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
 from labvault.vault.audit import VERIFIER_FILE, read_verifier_key
+from labvault.watch.commands import alerts_app, honeytokens_app, watch
 
 app = typer.Typer(help="labvault: a laboratory's patients and results, encrypted and audited.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -61,6 +62,9 @@ app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
 app.command("serve")(serve)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(honeytokens_app, name="honeytokens")
+app.command("watch")(watch)
 
 @app.command()
 def init(

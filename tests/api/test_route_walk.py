@@ -53,6 +53,10 @@ PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
         "lab_finess": "750000010", "results": [{"code_system": "LN", "code": "2345-7",
                                                 "label": "Glucose", "value": "5.1"}]}),
     ("POST", "/patients/{patient_id}/orders/{order_id}/validate"): (Role.TECHNICIAN, None),
+    ("GET", "/alerts"): (Role.SECRETARY, None),
+    ("GET", "/alerts/{alert_id}"): (Role.BIOLOGIST, None),
+    ("POST", "/alerts/{alert_id}/ack"): (Role.ADMIN, {"reason": "confirmed"}),
+    ("POST", "/accounts/{account_id}/unlock"): (Role.BIOLOGIST, None),
 }
 
 
@@ -82,7 +86,8 @@ def _call(client, method, path, body, headers, ids, nir):
 
 def _ids(records, target_account: uuid.UUID) -> dict[str, str]:
     return {"patient_id": str(records[0].patient.id), "account_id": str(target_account),
-            "token_id": str(uuid.uuid4()), "order_id": str(uuid.uuid4())}
+            "token_id": str(uuid.uuid4()), "order_id": str(uuid.uuid4()),
+            "alert_id": str(uuid.uuid4())}
 
 
 def _no_personal_data(response, secrets) -> None:

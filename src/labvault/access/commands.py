@@ -209,3 +209,19 @@ def token_list(
         t.add_row(str(k.id), str(k.account_id), k.label, " ".join(k.scopes), k.status,
                   _when(k.expires_at), _when(k.revoked_at), _when(k.last_used_at))
     console.print(t)
+
+
+@accounts_app.command("unlock")
+def unlock(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Unlock an account the watcher locked. Through the API an admin and the DPO must both
+    ask; the local operator, who holds the key file, unlocks alone. The account's open
+    critical alerts are acknowledged as ``unlocked`` and its next call needs a fresh second
+    factor."""
+    aid = _uuid(account_id, "account id")
+    try:
+        with open_vault(data_dir) as vault:
+            vault.watch.unlock(local_operator("account unlock"), aid)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"account {aid} unlocked; it signs in again, and its next call needs a fresh "
+                  "second factor")

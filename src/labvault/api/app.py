@@ -17,7 +17,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labvault.api import routes_admin, routes_audit, routes_auth, routes_patients, routes_records
+from labvault.api import (
+    routes_admin,
+    routes_alerts,
+    routes_audit,
+    routes_auth,
+    routes_patients,
+    routes_records,
+)
 from labvault.api.deps import CurrentPrincipal, vault_of
 from labvault.api.middleware import BodyLimit, SecurityHeaders
 from labvault.audit.chain import TamperDetected
@@ -61,6 +68,7 @@ def create_app(vault: Vault, config: ApiConfig | None = None) -> FastAPI:
     for router in (routes_auth.router, routes_patients.router, routes_admin.router,
                    routes_audit.router, routes_records.router):
         app.include_router(router)
+    app.include_router(routes_alerts.router)
     _install_error_handlers(app)
 
     @app.get("/health", tags=["health"])

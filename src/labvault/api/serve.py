@@ -2,12 +2,17 @@
 
 It refuses to listen on anything but a loopback address without TLS unless told explicitly
 (behind a TLS-terminating proxy on the same host, say), and it never runs without the vault's
-audit: the app is built on the vault, and the vault cannot be opened without it.
+audit: the app is built on the vault, and the vault cannot be opened without it. Nor does it
+run without detection: the watcher observes every event the API appends (``watch.toml`` in the
+data directory configures it; an error there stops the start), and escalation runs every ten
+seconds. With several worker processes, run `labvault watch` beside them as well.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +20,16 @@ import typer
 
 from labvault.api.app import ApiConfig, create_app
 from labvault.cli_support import DataDir, err, fail, passphrase_for
+from labvault.clock import SystemClock
 from labvault.config import Settings, default_data_dir
 from labvault.errors import ConfigurationError, LabvaultError
 from labvault.vault import Vault
+from labvault.watch.channels import channels_from_config
+from labvault.watch.config import WatchConfig
+from labvault.watch.engine import Watcher
+
+log = logging.getLogger("labvault.watch")
+TICK_SECONDS = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -71,6 +83,11 @@ def serve(
         vault = Vault.open(settings, passphrase=passphrase_for(settings))
     except LabvaultError as exc:
         raise fail(exc) from None
+    try:
+        ticker = start_watching(vault, data_dir)
+    except LabvaultError as exc:
+        vault.close()
+        raise fail(exc) from None
     app = create_app(vault, ApiConfig(docs=enable_docs, cors_origins=tuple(cors_origin or ()),
                                       tls=tls))
     scheme = "https" if tls else "http"
@@ -82,4 +99,45 @@ def serve(
                     forwarded_allow_ips=list(trusted_proxy) if trusted_proxy else None,
                     access_log=access_log, log_level="info")
     finally:
+        ticker.stop()
+        vault.watch.stop()
         vault.close()
+
+
+class Ticker:
+    """Escalation of unacknowledged alerts: the watcher's `Notifier.tick` every `every`
+    seconds, on a daemon thread, until `stop`."""
+
+    def __init__(self, watcher: Watcher, every: float = TICK_SECONDS) -> None:
+        self._notifier, self._every = watcher.notifier, every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labvault-escalation", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            if self._notifier is None:
+                return
+            try:
+                self._notifier.tick()
+            except Exception as exc:  # noqa: BLE001 - escalation must outlive one bad tick
+                log.error("alert escalation failed: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=30)
+
+
+def start_watching(vault: Vault, data_dir: Path) -> Ticker:
+    """In-process detection, which `serve` cannot run without: the watcher on every audit event
+    the API appends, warmed up on the log's recent history, and the escalation ticker. A
+    configuration error (``watch.toml``, a channel's secret) raises `ConfigurationError`."""
+    config = WatchConfig.load(data_dir)
+    channels = channels_from_config(config["channels"], clock=SystemClock())
+    watcher = vault.watch.start(config, channels=channels)
+    try:
+        watcher.warm_up()
+        return Ticker(watcher)
+    except BaseException:
+        vault.watch.stop()
+        raise
