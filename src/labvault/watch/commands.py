@@ -22,7 +22,6 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +36,7 @@ from labvault.watch.alerts import Alert
 from labvault.watch.channels import channels_from_config
 from labvault.watch.config import WatchConfig
 from labvault.watch.desk import ACK_REASONS, DEFAULT_DECOY_DOMAIN
-from labvault.watch.engine import Watcher, first_seq_at
+from labvault.watch.engine import Watcher
 from labvault.watch.notify import Notifier
 
 alerts_app = typer.Typer(help="Alerts raised by the watcher: list, show, acknowledge.",
@@ -217,17 +216,6 @@ def _start(chain: Any, saved: Position | None) -> Position:
     return saved
 
 
-def _learn(watcher: Watcher, chain: Any, since: datetime, upto: int) -> int:
-    """`Watcher.warm_up` bounded to the resumed position: an event learned and then observed
-    again would be counted twice (failed logins, searches)."""
-    first = first_seq_at(chain, since)
-    if first > upto:
-        return 0
-    return watcher.learn(le.event for le in chain.logged(since_seq=first - 1,
-                                                         limit=upto - first + 1)
-                         if le.seq <= upto)
-
-
 def _line(alert: Alert) -> str:
     return f"alert {alert.id} {alert.severity} {alert.rule} {alert.actor}"
 
@@ -280,7 +268,7 @@ def _follow(vault: Any, watcher: Watcher, notifier: Notifier, path: Path, interv
     position = _start(chain, saved)
     if position != saved:
         position.save(path)  # events written from now on are watched, even if it stops at once
-    learned = _learn(watcher, chain, vault._clock.now() - timedelta(days=days), position.seq)
+    learned = watcher.warm_up(days, until_seq=position.seq)
     console.print(f"watching the audit log after event {position.seq} ({learned} events of the "
                   f"last {days} days learned){'' if once else '; Ctrl-C to stop'}",
                   highlight=False, soft_wrap=True)

@@ -75,6 +75,10 @@ class WatchDesk:
                 listeners.remove(self.watcher.observe)
             if self.watcher.notifier is not None:
                 self.watcher.notifier.close()
+                for channel in self.watcher.notifier.channels.values():
+                    close = getattr(channel, "close", None)
+                    if close is not None:
+                        close()
             self.watcher = None
 
     def _gate(self, principal: Principal, permission: Permission, **detail: Any) -> None:

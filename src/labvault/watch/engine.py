@@ -166,13 +166,17 @@ class Watcher:
                 n += 1
         return n
 
-    def warm_up(self, days: int | None = None) -> int:
-        """Learn from the audit log's events of the last `days` (the baseline's history)."""
+    def warm_up(self, days: int | None = None, until_seq: int | None = None) -> int:
+        """Learn from the audit log's events of the last `days` (the baseline's history), up
+        to `until_seq` if given (events after it are to be observed, not learned twice)."""
         days = days if days is not None else self.config["baseline"]["history_days"]
         since = self._clock.now() - timedelta(days=days)
         log_ = self._vault._audit.chain  # type: ignore[attr-defined]
         first = first_seq_at(log_, since)
-        return self.learn(e.event for e in log_.logged(since_seq=first - 1))
+        if until_seq is not None and first > until_seq:
+            return 0
+        limit = None if until_seq is None else until_seq - first + 1
+        return self.learn(e.event for e in log_.logged(since_seq=first - 1, limit=limit))
 
     def _prune(self, now: datetime) -> None:
         """Drop the windows left empty (actors and sources long gone): memory stays bounded by
