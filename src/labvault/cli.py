@@ -43,7 +43,7 @@ from labvault.migrate.commands import export_app, migrate_app
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
 from labvault.vault.audit import VERIFIER_FILE, read_verifier_key
-from labvault.watch.commands import alerts_app, honeytokens_app, watch
+from labvault.watch.commands import alerts_app, honeytokens_app, index_care_sites, watch
 
 app = typer.Typer(help="labvault: a laboratory's patients and results, encrypted and audited.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -65,6 +65,7 @@ app.command("serve")(serve)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(honeytokens_app, name="honeytokens")
 app.command("watch")(watch)
+app.command("index-care-sites")(index_care_sites)
 
 @app.command()
 def init(

@@ -275,3 +275,36 @@ def test_serve_detection_starts_in_process(data_dir, clock, patients):
         assert vault.watch.watcher is None
     finally:
         vault.close()
+
+
+def test_report_mail_raises_on_a_decoy_recipient(lv, data_dir, tmp_path, clock):
+    out = tmp_path / "contacts.txt"
+    assert lv("honeytokens", "seed", "--count", "2", "--contacts-out", str(out)).exit_code == 0
+    decoy = out.read_text().splitlines()[0]
+    message = tmp_path / "message.eml"
+    message.write_bytes(f"From: x@phish.example\r\nTo: {decoy}\r\nSubject: s\r\n\r\nb\r\n".encode())
+    r = lv("honeytokens", "report-mail", str(message))
+    assert r.exit_code == 3, r.output
+    (line,) = ALERT_LINE.findall(r.output)
+    assert line[1:] == ("critical", "decoy-contact", "external:phish.example")
+    assert decoy not in r.output
+    message.write_bytes(b"From: x@phish.example\r\nTo: a@lab.example\r\n\r\nb\r\n")
+    r = lv("honeytokens", "report-mail", str(message))
+    assert r.exit_code == 0 and "no decoy address" in r.output
+
+
+def test_index_care_sites_links_every_patient(lv, data_dir, clock, patients):
+    from sqlalchemy import delete, func, select
+
+    from labvault.store.tables import patient_site
+
+    vault = open_vault(data_dir, clock)
+    try:
+        with vault._records.engine.begin() as conn:
+            expected = conn.execute(select(func.count()).select_from(patient_site)).scalar()
+            conn.execute(delete(patient_site))
+    finally:
+        vault.close()
+    r = lv("index-care-sites")
+    assert r.exit_code == 0, r.output
+    assert f"{len(patients)} patients, {expected} patient-site links" in r.output

@@ -170,6 +170,56 @@ def seed_decoys(
             console.print(c, highlight=False, soft_wrap=True)
 
 
+@honeytokens_app.command("report-mail")
+def report_mail(
+    message: Annotated[Path | None, typer.Argument(help="The message (RFC 5322); standard "
+                                                   "input when absent.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Check a message received at the decoy domain (the mail server pipes it here): sent to a
+    decoy's address, it is phishing built from this vault's data — a critical alert. Nothing of
+    the message is kept. Exit code 3 when it reached a decoy."""
+    import sys
+
+    try:
+        raw = message.read_bytes() if message is not None else sys.stdin.buffer.read()
+    except OSError as exc:
+        err.print(f"error: cannot read the message: {exc.strerror or type(exc).__name__}")
+        raise typer.Exit(1) from None
+    try:
+        with open_vault(data_dir) as vault:
+            config = WatchConfig.load(data_dir)
+            notifier = Notifier(vault.watch._store, channels_from_config(
+                config["channels"], clock=vault._clock), config, vault._clock, background=False)
+            watcher = Watcher(vault, config, notifier=notifier)
+            alerts = vault.watch.report_mail(local_operator("decoy mail report"), raw, watcher)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    for alert in alerts:
+        console.print(_line(alert), highlight=False, soft_wrap=True)
+    if alerts:
+        raise typer.Exit(3)
+    console.print("no decoy address among the recipients", highlight=False)
+
+
+def index_care_sites(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Link every stored patient to the lab sites of its orders: once, after upgrading a vault
+    whose patients were stored before the watcher existed (their reads are otherwise
+    unexplained)."""
+    from labvault.cli_support import progress_bar
+
+    try:
+        with open_vault(data_dir) as vault:
+            total = vault.count_patients(local_operator("care-site index"))
+            with progress_bar() as bar:
+                task = bar.add_task("linking patients to their sites", total=total)
+                links = vault.watch.index_sites(local_operator("care-site index"),
+                                                progress=lambda n: bar.advance(task, n))
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"{total} patients, {links} patient-site links", highlight=False)
+
+
 # -- the standalone watcher ------------------------------------------------------------------------
 @dataclass
 class Position:
@@ -299,4 +349,4 @@ def _follow(vault: Any, watcher: Watcher, notifier: Notifier, path: Path, interv
                   soft_wrap=True)
 
 
-__all__ = ["alerts_app", "honeytokens_app", "watch"]
+__all__ = ["alerts_app", "honeytokens_app", "index_care_sites", "watch"]
