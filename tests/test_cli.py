@@ -337,6 +337,9 @@ def test_demo_runs_twice_and_refuses_a_foreign_directory(tmp_path: Path) -> None
         assert "demo done" in proc.out
         assert "leak check: CLEAN" in proc.out
         assert "NIR lookup: 1 match" in proc.out
+        assert "13 records read, then refused (account locked)" in proc.out
+        assert "found a decoy by NIR: locked at once" in proc.out
+        assert "critical volume" in proc.out and "critical honeytoken" in proc.out
     assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((demo_dir / "master.key").stat().st_mode) == 0o600
 

@@ -325,6 +325,16 @@ def _demo_audit(vault: Vault, operator, patient_id, verifier: Path) -> None:
                   "checkpoints): intact")
 
 
+def _demo_watch(vault: Vault, patients: int, seed: int) -> None:
+    from labvault.watch import demo as watch_demo
+
+    lab = SyntheticLab(seed)
+    ids = [r.id for r in lab.records(min(patients, 40))]
+    for line in watch_demo.run(vault, ids, lab.lab_finess[0],
+                               lambda text: console.print(text, highlight=False)):
+        console.print(f"  alert {line}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data-dir", "-d")] = DEMO_DIR,
@@ -364,7 +374,9 @@ def demo(
             _demo_migration(vault, max(patients // 6, 5), seed + 1)
             console.rule("5. the audit: who read that record, and is the log intact?")
             _demo_audit(vault, operator, ids[0], data_dir / VERIFIER_FILE)
-            console.rule("6. leak check: any plaintext on disk (staging included)?")
+            console.rule("6. supervision: a stolen account cut off, a decoy touched")
+            _demo_watch(vault, patients, seed)
+            console.rule("7. leak check: any plaintext on disk (staging included)?")
             report = run_leak_check(vault, settings, local_operator("demo leak check"))
             _print_report(report)
         finally:

@@ -56,6 +56,15 @@ def check_bind(host: str, cert: Path | None, key: Path | None, insecure: bool) -
     return tls
 
 
+def _log_to_stderr() -> None:
+    """labvault's own warnings (alerts: ids only; audit copy failures) beside uvicorn's log."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("labvault")
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
 def serve(
     data_dir: DataDir = default_data_dir(),  # noqa: B008 - typer reads the default
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -83,6 +92,7 @@ def serve(
         vault = Vault.open(settings, passphrase=passphrase_for(settings))
     except LabvaultError as exc:
         raise fail(exc) from None
+    _log_to_stderr()
     try:
         ticker = start_watching(vault, data_dir)
     except LabvaultError as exc:
