@@ -8,6 +8,7 @@
     │   └── StepUpRequired(permission)           a bulk operation wants a fresh second factor
     ├── AuthenticationFailed                     wrong credentials, expired session, locked (one message)
     ├── AuditUnavailable                         the audit event could not be written: no data returned
+    │   └── ResponseFailed                       a critical alert's automatic response failed: idem
     ├── NotFound(kind, record_id)                no such record, or it was erased
     ├── KeyFailure (base of the key failures)
     │   ├── KeyProviderError                     key file missing, unreadable, wrong mode, wrong passphrase
@@ -71,6 +72,13 @@ class AuthenticationFailed(LabvaultError):
 
 class AuditUnavailable(LabvaultError):
     hint = "the audit store must be writable before any personal data can be read or written"
+
+
+class ResponseFailed(AuditUnavailable):
+    """The watcher could not lock an account a critical alert named: the call that caused it
+    returns no data (fail closed); the response is tried again on the next occurrence."""
+
+    hint = "check the database; the alert is stored with response 'failed'"
 
 
 class NotFound(LabvaultError):

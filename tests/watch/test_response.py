@@ -268,3 +268,37 @@ def test_care_sites_of_patients_stored_before_the_links_are_indexed(vault, opera
     assert vault.watch.index_sites(operator) == len(expected)  # again: nothing new, no error
     with pytest.raises(AccessDenied):
         vault.watch.index_sites(Principal("account:s", Role.SECRETARY, SOURCE, "care"))
+
+
+def test_a_critical_response_that_fails_fails_the_call_and_is_retried(vault, operator, clock,
+                                                                      patients, monkeypatch):
+    from labvault.errors import ResponseFailed
+    from labvault.store.alerts import AlertStore
+
+    watcher = vault.watch.start(background=False)
+    account_id, email, totp = enrol(vault, operator, clock, Role.BIOLOGIST)
+    token = session(vault, clock, account_id, totp, email)
+    real_lock = AlertStore.lock
+    calls = []
+
+    def flaky(self, account, now):
+        calls.append(account)
+        if len(calls) == 1:
+            raise OSError("database went away")
+        return real_lock(self, account, now)
+
+    monkeypatch.setattr(AlertStore, "lock", flaky)
+    for r in patients[:12]:
+        vault.get_record(principal_of(vault, token), r.id)
+    with pytest.raises(ResponseFailed):  # the 13th read: no data while the lock failed
+        vault.get_record(principal_of(vault, token), patients[12].id)
+    (alert,) = vault.watch.alerts(operator)
+    assert alert.response == "failed"
+    assert vault._audit.health()["audit"] == "ok"  # the stored event is not lost either
+    # The next occurrence tries the response again, and this time the lock holds.
+    vault.get_record(principal_of(vault, token), patients[13].id)
+    (alert,) = vault.watch.alerts(operator)
+    assert (alert.response, len(calls)) == ("locked", 2)
+    with pytest.raises(AuthenticationFailed):
+        principal_of(vault, token)
+    assert watcher.rule_failures == 0

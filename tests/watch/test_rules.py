@@ -82,13 +82,14 @@ def test_nir_searches_walking_one_birth_block_are_enumeration() -> None:
     h, who = Harness(), actor()
     for n in range(3):
         h.feed(event(who, SEARCH, T0 + timedelta(seconds=n), by="nir", hits=0, blk="ab12",
-                     ord=100 + n))
+                     nid=f"{100 + n:04x}"))
     assert h.by_rule("enumeration") == []
-    h.feed(event(who, SEARCH, T0 + timedelta(seconds=4), by="nir", hits=0, blk="ab12", ord=104))
+    h.feed(event(who, SEARCH, T0 + timedelta(seconds=4), by="nir", hits=0, blk="ab12",
+                 nid="0104"))
     assert [f.severity for f in h.by_rule("enumeration")] == [Severity.HIGH]
     for n in range(5, 9):
         h.feed(event(who, SEARCH, T0 + timedelta(seconds=n), by="nir", hits=0, blk="ab12",
-                     ord=100 + n))
+                     nid=f"{100 + n:04x}"))
     assert Severity.CRITICAL in {f.severity for f in h.by_rule("enumeration")}
 
 
@@ -96,8 +97,29 @@ def test_nir_searches_of_unrelated_people_are_not_enumeration() -> None:
     h, who = Harness(), actor()
     for n in range(40):
         h.feed(event(who, SEARCH, T0 + timedelta(minutes=n), role="secretary", by="nir", hits=1,
-                     ids=(uuid.uuid4(),), blk=f"{n:04x}", ord=(n * 37) % 999))
+                     ids=(uuid.uuid4(),), blk=f"{n:04x}", nid=f"{(n * 37) % 999:04x}"))
     assert h.by_rule("enumeration") == []
+
+
+def test_one_nir_searched_again_and_again_is_one_nir() -> None:
+    h, who = Harness(), actor()  # a gateway looking up the patient of each message
+    pid = uuid.uuid4()
+    for n in range(30):
+        h.feed(event(who, SEARCH, T0 + timedelta(minutes=n), role="service", by="nir", hits=1,
+                     ids=(pid,), blk="ab12", nid="0f0f"))
+    assert h.by_rule("enumeration") == [] and h.by_rule("misses") == []
+
+
+def test_misses_padded_with_one_repeated_hit_are_still_misses() -> None:
+    h, who = Harness(), actor()
+    pid = uuid.uuid4()
+    for n in range(12):
+        h.feed(event(who, SEARCH, T0 + timedelta(minutes=2 * n), by="nir", hits=0,
+                     blk=f"{n:04x}", nid=f"{n:04x}"))
+        h.feed(event(who, SEARCH, T0 + timedelta(minutes=2 * n + 1), by="nir", hits=1,
+                     ids=(pid,), blk="ffff", nid="ffff"))
+    found = h.by_rule("misses")
+    assert found and found[-1].evidence["searches"] == 13
 
 
 def test_one_name_tried_with_many_birth_dates_is_enumeration() -> None:
@@ -263,11 +285,36 @@ def test_password_spraying_then_a_hit_is_credential_stuffing() -> None:
         h.feed(event(actor(), LOGIN_FAILURE, T0 + timedelta(seconds=n), source=source,
                      outcome="failed"))
     spray = h.by_rule("password-spraying")
-    assert spray and spray[0].actor == f"source:{source}"
+    assert spray and spray[0].actor == "source:192.0.2.0/24"
     victim = actor()
     h.feed(event(victim, "access:login:password", T0 + timedelta(seconds=9), source=source))
     hit = h.by_rule("credential-stuffing")
-    assert [(f.actor, f.severity) for f in hit] == [(victim, Severity.CRITICAL)]
+    assert [(f.actor, f.severity) for f in hit] == [(victim, Severity.HIGH)]
+
+
+def test_made_up_emails_from_a_shared_address_cannot_lock_a_colleague() -> None:
+    h = Harness()
+    for n in range(8):  # someone behind the lab's NAT tries invented e-mails
+        h.feed(event("unknown", LOGIN_FAILURE, T0 + timedelta(seconds=n), source="10.1.0.1",
+                     outcome="failed"))
+    assert h.by_rule("password-spraying")
+    h.feed(event(actor(), "access:login:password", T0 + timedelta(seconds=20), source="10.1.0.1"))
+    assert h.by_rule("credential-stuffing") == []
+
+
+def test_spraying_from_one_ipv6_network_with_many_addresses() -> None:
+    h = Harness()
+    for n in range(10):
+        h.feed(event(actor(), LOGIN_FAILURE, T0 + timedelta(seconds=n),
+                     source=f"2001:db8:0:1::{n + 1:x}", outcome="failed"))
+    assert [f.actor for f in h.by_rule("password-spraying")][:1] == ["source:2001:db8:0:1::/64"]
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_keep_their_networks() -> None:
+    from labvault.watch.state import network_of
+
+    assert network_of("::ffff:10.1.0.5") == "10.1.0.0/24"
+    assert network_of("::ffff:10.2.0.5") != network_of("::ffff:10.1.0.5")
 
 
 def test_ordinary_typos_are_not_spraying() -> None:
@@ -313,3 +360,29 @@ def test_windows_of_sources_long_gone_are_swept(vault) -> None:
     assert len(auth._by_source) == 300
     watcher._prune(T0 + timedelta(hours=1))
     assert auth._by_source == {} and auth._failures == {}
+
+
+def test_reading_on_to_twice_the_limit_is_a_new_alert() -> None:
+    h, who = Harness(), actor()
+    for n, pid in enumerate(ids(25)):
+        h.feed(event(who, READ, T0 + timedelta(seconds=2 * n), ids=(pid,)))
+    keys = {f.key.rsplit(":", 1)[1] for f in h.by_rule("volume") if f.evidence["window"] == "1m"}
+    assert keys == {"x1", "x2"}
+
+
+def test_every_window_is_checked_not_only_the_shortest() -> None:
+    config = WatchConfig.from_mapping({"volume": {"limits": {"secretary": {
+        "1m": 1000, "10m": 1000, "1h": 5, "1d": 8}}}})
+    h, who = Harness(config), actor()
+    for n, pid in enumerate(ids(9)):
+        h.feed(event(who, READ, T0 + timedelta(minutes=n), role="secretary", ids=(pid,)))
+    assert {f.evidence["window"] for f in h.by_rule("volume")} == {"1h", "1d"}
+
+
+def test_results_written_for_many_patients_in_a_minute() -> None:
+    h, who = Harness(), actor()
+    for n, pid in enumerate(ids(16)):
+        h.feed(event(who, "vault:result:write", T0 + timedelta(seconds=3 * n), role="technician",
+                     ids=(pid,)))
+    found = h.by_rule("write-volume")
+    assert found and found[0].severity is Severity.CRITICAL and found[0].evidence["limit"] == 15

@@ -300,6 +300,8 @@ class AuditTrail:
         for listener in self.listeners:
             try:
                 listener(event)
+            except AuditUnavailable:
+                raise  # fail closed: the watcher could not stop an extraction in progress
             except Exception as exc:  # noqa: BLE001 - the event is stored; detection must not undo it
                 self.listener_failures += 1
                 log.error("audit listener failed (%s)", type(exc).__name__)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.access.account_rules import aware
 from labvault.audit.sink import AuditEvent
 from labvault.crypto.blind import BlindIndex
+from labvault.errors import ResponseFailed
 from labvault.store.alerts import AlertStore, evidence_json
 from labvault.watch.alerts import Alert, Finding, Severity
 from labvault.watch.config import WatchConfig
@@ -138,6 +139,7 @@ class Watcher:
         self._lock = threading.Lock()
         self.notifier = notifier
         self.observed = 0
+        self.rule_failures = 0
 
     def __repr__(self) -> str:
         return f"Watcher(rules={len(self._rules)})"
@@ -146,9 +148,17 @@ class Watcher:
         """Run the rules on one event; the new alerts it raised (repeats are only counted)."""
         if event.actor == WATCH_ACTOR:
             return []
+        findings: list[Finding] = []
         with self._lock:
             self.observed += 1
-            findings = [f for rule in self._rules for f in rule.observe(event, self.facts)]
+            for rule in self._rules:  # one rule failing must not silence the others
+                try:
+                    findings.extend(rule.observe(event, self.facts))
+                except Exception as exc:  # noqa: BLE001 - counted, logged, visible in health
+                    self.rule_failures += 1
+                    trail = self._vault._audit  # shows in the audit health as a watch failure
+                    trail.listener_failures = getattr(trail, "listener_failures", 0) + 1
+                    log.error("rule %s failed (%s)", rule.name, type(exc).__name__)
             if self.observed % PRUNE_EVERY == 0:
                 self._prune(event.at)
         return [a for f in findings if (a := self.raise_finding(f, event.at)) is not None]
@@ -212,20 +222,39 @@ class Watcher:
             "evidence": evidence_json(finding.evidence),
             "patient_ids": " ".join(str(p) for p in finding.patient_ids), "status": "open",
             "escalation_level": 0, "next_escalation_at": None, "response": "none"})
+        action = self.config["response"].get(str(sev), "none")
+        due = (action != "none" and account_of(finding.actor) is not None
+               and row.response in ("none", "failed"))
+        if not new and not due:
+            return None
+        if new:
+            self._audit("watch:alert:raise", at, finding.patient_ids, alert_id=str(row.id),
+                        rule=finding.rule, severity=str(sev), about=finding.actor)
+        if due:
+            # A response that failed is tried again on the next occurrence; for a critical
+            # finding the failure also fails the call that caused it: no data goes out while
+            # the account it should have locked is still open.
+            try:
+                self.store.update(row.id, response=self._respond(row.id, finding))
+            except Exception as exc:  # noqa: BLE001 - re-raised as ResponseFailed when critical
+                self.store.update(row.id, response="failed")
+                log.error("automatic response to alert %s failed (%s)", row.id,
+                          type(exc).__name__)
+                if sev is Severity.CRITICAL:
+                    raise ResponseFailed("the automatic response to a critical alert could not "
+                                         "be applied") from None
         if not new:
             return None
-        self._audit("watch:alert:raise", at, finding.patient_ids, alert_id=str(row.id),
-                    rule=finding.rule, severity=str(sev), about=finding.actor)
-        response = self._respond(row.id, finding, at)
-        if response != "none":
-            self.store.update(row.id, response=response)
         alert = alert_of(self.store.alert(row.id))
         log.warning("alert %s %s %s: %s", alert.severity, alert.rule, alert.actor, alert.id)
         if self.notifier is not None:
             self.notifier.raised(alert)
         return alert
 
-    def _respond(self, alert_id: uuid.UUID, finding: Finding, at: datetime) -> str:
+    def _respond(self, alert_id: uuid.UUID, finding: Finding) -> str:
+        # The time of the response, not of the event: a watcher working through a backlog
+        # must not ask sessions opened since for a proof they already gave.
+        at = self._clock.now()
         action = self.config["response"].get(str(finding.severity), "none")
         account, token = account_of(finding.actor), token_of(finding.actor)
         if account is None or action == "none":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -20,7 +20,17 @@ from typing import Any, Protocol
 from labvault.audit.sink import AuditEvent
 from labvault.watch.alerts import Finding, Severity
 from labvault.watch.config import WatchConfig
-from labvault.watch.state import READS, SEARCH, SPANS, STAFF_ROLES, WRITES, Window, bucket, exempt
+from labvault.watch.state import (
+    READS,
+    RESULT_WRITES,
+    SEARCH,
+    SPANS,
+    STAFF_ROLES,
+    WRITES,
+    Window,
+    bucket,
+    exempt,
+)
 
 
 class Facts(Protocol):
@@ -62,13 +72,23 @@ class DecoyRule:
 
 class VolumeRule:
     """Distinct patients read per actor within 1 min, 10 min, 1 h and 1 day against the role's
-    limits; and today's count against the actor's own usual day once it has one."""
+    limits, every window checked; and today's count against the actor's own usual day once it
+    has one. An alert stands for a multiple of the limit: reading on to twice the limit raises
+    a new one (with its response) instead of only counting occurrences of the first.
+
+    With ``writes``, the same over results entered or validated (``write-volume``): a stolen
+    account could otherwise alter thousands of results unseen."""
 
     name = "volume"
 
-    def __init__(self, config: WatchConfig) -> None:
-        self.limits: dict[str, dict[str, int]] = config["volume"]["limits"]
-        self.severity = {w: Severity(s) for w, s in config["volume"]["severity"].items()}
+    def __init__(self, config: WatchConfig, *, writes: bool = False) -> None:
+        v = config["volume"]
+        self.actions = RESULT_WRITES if writes else READS
+        self.name = "write-volume" if writes else "volume"
+        self.verb = "wrote results for" if writes else "read"
+        self.limits: dict[str, dict[str, int]] = v["write_limits" if writes else "limits"]
+        self.severity = {w: Severity(s) for w, s in v["severity"].items()}
+        self.with_baseline = not writes
         b = config["baseline"]
         self.learning_days, self.history = b["learning_days"], b["history_days"]
         self.factor, self.floor = b["factor"], b["min_patients"]
@@ -76,7 +96,7 @@ class VolumeRule:
         self._days: dict[str, dict[date, set[uuid.UUID]]] = defaultdict(dict)
 
     def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
-        if ev.action not in READS or ev.outcome != "allowed" or exempt(ev.actor):
+        if ev.action not in self.actions or ev.outcome != "allowed" or exempt(ev.actor):
             return ()
         windows = self._windows.get(ev.actor)
         if windows is None:
@@ -85,19 +105,20 @@ class VolumeRule:
             for pid in ev.patient_ids:
                 w.add(ev.at, pid)
         out: list[Finding] = []
-        limits = self.limits.get(ev.role)
+        limits = self.limits.get(ev.role) or {}
         for name, window in windows.items():
-            limit = limits.get(name) if limits else None
-            if limit is not None and window.distinct() > limit:
-                out.append(Finding(
-                    self.name, self.severity.get(name, Severity.HIGH), ev.actor,
-                    f"{name}:{bucket(ev.at, SPANS['1d'])}",
-                    f"{ev.actor} ({ev.role}) read {window.distinct()} distinct patients within "
-                    f"{name}; the role's limit is {limit}",
-                    {"window": name, "patients": window.distinct(), "limit": limit,
-                     "role": ev.role}, tuple(ev.patient_ids[:20])))
-                break  # the shortest window over its limit says it all
-        out.extend(self._baseline(ev))
+            limit, n = limits.get(name), window.distinct()
+            if limit is None or n <= limit:
+                continue
+            out.append(Finding(
+                self.name, self.severity.get(name, Severity.HIGH), ev.actor,
+                f"{name}:{bucket(ev.at, SPANS['1d'])}:x{n // max(limit, 1)}",
+                f"{ev.actor} ({ev.role}) {self.verb} {n} distinct patients within {name}; the "
+                f"role's limit is {limit}",
+                {"window": name, "patients": n, "limit": limit, "role": ev.role},
+                tuple(ev.patient_ids[:20])))
+        if self.with_baseline:
+            out.extend(self._baseline(ev))
         return out
 
     def _baseline(self, ev: AuditEvent) -> list[Finding]:
@@ -123,9 +144,10 @@ class VolumeRule:
 
 
 class EnumerationRule:
-    """Searches that walk identifiers: NIRs of one birth block with serials close together, or
-    one name tried with many birth dates (one date with many names). The search events carry
-    keyed tags of the parts of what was searched (`labvault.watch.shape`), never the value."""
+    """Searches that walk identifiers: many distinct NIRs of one birth block, or one name tried
+    with many birth dates (one date with many names), within the hour. The search events carry
+    keyed tags of the parts of what was searched (`labvault.watch.shape`), never the value; one
+    NIR searched again is one NIR. Counting is incremental (no scan of the hour per search)."""
 
     name = "enumeration"
 
@@ -133,35 +155,43 @@ class EnumerationRule:
         c = config["enumeration"]
         self.span = timedelta(minutes=c["window_minutes"])
         self.block_min, self.block_critical = c["nir_block_searches"], c["nir_block_critical"]
-        self.serial_span = c["nir_serial_span"]
         self.shared_min, self.shared_critical = c["shared_part_searches"], c["shared_part_critical"]
-        self._recent: dict[str, deque[tuple[datetime, dict[str, Any]]]] = defaultdict(deque)
+        # actor -> the hour's (time, kind, group, member), and (kind, group) -> member counts
+        self._recent: dict[str, deque[tuple[datetime, str, str, str]]] = defaultdict(deque)
+        self._groups: dict[str, dict[tuple[str, str], Counter[str]]] = defaultdict(dict)
+
+    def _add(self, actor: str, at: datetime, kind: str, group: str, member: str) -> int:
+        recent, groups = self._recent[actor], self._groups[actor]
+        recent.append((at, kind, group, member))
+        groups.setdefault((kind, group), Counter())[member] += 1
+        while recent and recent[0][0] <= at - self.span:
+            _, k, g, m = recent.popleft()
+            counts = groups[(k, g)]
+            counts[m] -= 1
+            if counts[m] <= 0:
+                del counts[m]
+                if not counts:
+                    del groups[(k, g)]
+        return len(groups.get((kind, group), ()))
 
     def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
         if ev.action != SEARCH or ev.outcome != "allowed" or exempt(ev.actor):
             return ()
         d = ev.detail
-        if "blk" not in d and "nt" not in d:
+        if "blk" in d and "nid" in d:
+            n = self._add(ev.actor, ev.at, "nir", str(d["blk"]), str(d["nid"]))
+            return self._finding(ev, n, self.block_min, self.block_critical, f"nir:{d['blk']}",
+                                 "distinct NIRs searched in one birth block")
+        if "nt" not in d or "bt" not in d:
             return ()
-        recent = self._recent[ev.actor]
-        recent.append((ev.at, d))
-        while recent and recent[0][0] <= ev.at - self.span:
-            recent.popleft()
-        if "blk" in d:
-            near = [x for _, x in recent if x.get("blk") == d["blk"]
-                    and abs(int(x.get("ord", -10**6)) - int(d["ord"])) <= self.serial_span]
-            return self._finding(ev, len(near), self.block_min, self.block_critical,
-                                 f"nir:{d['blk']}", "NIR searches in one birth block with "
-                                 "serial numbers close together")
-        by_name = {x.get("bt") for _, x in recent if x.get("nt") == d.get("nt")}
-        by_date = {x.get("nt") for _, x in recent if x.get("bt") == d.get("bt")}
-        if len(by_name) >= len(by_date):
-            return self._finding(ev, len(by_name), self.shared_min, self.shared_critical,
-                                 f"name:{d.get('nt')}", "searches of one name with different "
-                                 "birth dates")
-        return self._finding(ev, len(by_date), self.shared_min, self.shared_critical,
-                             f"birth:{d.get('bt')}", "searches of one birth date with different "
-                             "names")
+        nt, bt = str(d["nt"]), str(d["bt"])
+        by_name = self._add(ev.actor, ev.at, "name", nt, bt)
+        by_date = self._add(ev.actor, ev.at, "birth", bt, nt)
+        if by_name >= by_date:
+            return self._finding(ev, by_name, self.shared_min, self.shared_critical,
+                                 f"name:{nt}", "birth dates tried with one name")
+        return self._finding(ev, by_date, self.shared_min, self.shared_critical,
+                             f"birth:{bt}", "names tried with one birth date")
 
     def _finding(self, ev: AuditEvent, n: int, low: int, critical: int, key: str,
                  what: str) -> list[Finding]:
@@ -169,13 +199,25 @@ class EnumerationRule:
             return []
         severity = Severity.CRITICAL if n >= critical else Severity.HIGH
         return [Finding(self.name, severity, ev.actor, f"{key}:{severity}",
-                        f"{ev.actor} made {n} {what} within {self.span}",
+                        f"{ev.actor}: {n} {what} within {self.span}",
                         {"searches": n, "pattern": key.split(":", 1)[0]})]
 
 
+def _search_key(ev: AuditEvent) -> object:
+    """What a search looked for, as its keyed tags: the same search twice counts once. A
+    search without tags is its own key."""
+    d = ev.detail
+    if "nid" in d:
+        return ("nir", d["nid"], d.get("blk"))
+    if "nt" in d and "bt" in d:
+        return ("name", d["nt"], d["bt"])
+    return ("other", ev.at, ev.request_id, id(ev))
+
+
 class MissRule:
-    """The share of searches that find nothing (enumeration mostly misses), and reads of
-    internal ids that do not exist (probing)."""
+    """The share of distinct searches that find nothing (enumeration mostly misses; padding
+    with one search that finds somebody, repeated, does not dilute it), and reads of internal
+    ids that do not exist (probing)."""
 
     name = "misses"
 
@@ -195,20 +237,21 @@ class MissRule:
         if ev.outcome == "not_found" and ev.action in READS:
             w = self._probes.setdefault(ev.actor, Window(timedelta(hours=1)))
             w.add(ev.at, ev.patient_ids[0] if ev.patient_ids else None)
-            if len(w) >= self.probes:
+            if w.distinct() >= self.probes:
                 return [Finding("id-probing", Severity.HIGH, ev.actor, bucket(ev.at, SPANS["1h"]),
-                                f"{ev.actor} asked for {len(w)} patient ids that do not exist "
-                                "within the hour", {"missing_ids": len(w)})]
+                                f"{ev.actor} asked for {w.distinct()} patient ids that do not "
+                                "exist within the hour", {"missing_ids": w.distinct()})]
             return ()
         if ev.action != SEARCH or ev.outcome != "allowed" or "hits" not in ev.detail:
             return ()
         searches = self._searches.setdefault(ev.actor, Window(self.span))
         misses = self._misses.setdefault(ev.actor, Window(self.span))
-        searches.add(ev.at, len(searches) + 1)  # count every search, not distinct ones
+        key = _search_key(ev)
+        searches.add(ev.at, key)
         misses.evict(ev.at)
         if ev.detail.get("hits") == 0:
-            misses.add(ev.at, len(misses) + 1 + int(ev.at.timestamp() * 1e6))
-        n, total = len(misses), len(searches)
+            misses.add(ev.at, key)
+        n, total = misses.distinct(), searches.distinct()
         ratio = n / total if total else 0.0
         if n >= self.critical and ratio >= self.critical_ratio:
             severity = Severity.CRITICAL
@@ -218,7 +261,7 @@ class MissRule:
             return ()
         return [Finding(self.name, severity, ev.actor,
                         f"{bucket(ev.at, SPANS['1d'])}:{severity}",
-                        f"{ev.actor}: {n} of its last {total} searches found nobody "
+                        f"{ev.actor}: {n} of its last {total} distinct searches found nobody "
                         f"({ratio:.0%}) within {self.span}",
                         {"misses": n, "searches": total, "ratio": round(ratio, 3)})]
 
@@ -305,7 +348,8 @@ class UnexplainedRule:
 
 
 def access_rules(config: WatchConfig) -> list[Any]:
-    return [DecoyRule(), VolumeRule(config), EnumerationRule(config), MissRule(config),
+    return [DecoyRule(), VolumeRule(config), VolumeRule(config, writes=True),
+            EnumerationRule(config), MissRule(config),
             UnusedSearchRule(config), UnexplainedRule(config)]
 
 

@@ -127,6 +127,8 @@ class AuthRule:
         self.failed, self.failed_high = c["failed_logins"], c["failed_logins_high"]
         self.spray, self.mfa = c["spray_accounts"], c["mfa_failures"]
         self.after_reset = timedelta(minutes=c["after_reset_minutes"])
+        ctx = config["context"]
+        self.v4, self.v6 = ctx["ipv4_prefix"], ctx["ipv6_prefix"]
         self._failures: dict[str, Window] = {}
         self._by_source: dict[str, Window] = {}
         self._mfa: dict[str, Window] = {}
@@ -170,28 +172,36 @@ class AuthRule:
                                    f"{bucket(ev.at, SPANS['1h'])}:{severity}",
                                    f"{ev.actor}: {len(w)} failed logins within {self.span}",
                                    {"failures": len(w)}))
-        by_source = self._window(self._by_source, ev.source)
+        net = self._net(ev.source)
+        by_source = self._window(self._by_source, net)
         # Unknown e-mails count one each: a spray over made-up accounts is a spray too.
         by_source.add(ev.at, ev.actor if ev.actor != "unknown" else f"unknown@{ev.at}")
         if by_source.distinct() >= self.spray:
-            out.append(Finding("password-spraying", Severity.HIGH, f"source:{ev.source}",
+            out.append(Finding("password-spraying", Severity.HIGH, f"source:{net}",
                                bucket(ev.at, SPANS["1h"]),
-                               f"source {ev.source}: failed logins on {by_source.distinct()} "
+                               f"network {net}: failed logins on {by_source.distinct()} "
                                f"accounts within {self.span}",
                                {"accounts": by_source.distinct(), "failures": len(by_source)}))
         return out
 
+    def _net(self, source: str) -> str:
+        return network_of(source, self.v4, self.v6)
+
     def _login_success(self, ev: AuditEvent) -> list[Finding]:
         out: list[Finding] = []
-        by_source = self._by_source.get(ev.source)
+        by_source = self._by_source.get(self._net(ev.source))
         if by_source is not None:
             by_source.evict(ev.at)
-            others = [a for a in set(by_source.items()) if a != ev.actor]
+            # Only real accounts count here: made-up e-mails from a shared address (a NAT, a
+            # proxy) must not let anyone force the lock of a colleague's account. The second
+            # factor still stands between the password and the data: high, not critical.
+            others = [a for a in set(by_source.items())
+                      if a != ev.actor and account_of(str(a)) is not None]
             if len(others) >= self.spray:
-                out.append(Finding("credential-stuffing", Severity.CRITICAL, ev.actor,
+                out.append(Finding("credential-stuffing", Severity.HIGH, ev.actor,
                                    bucket(ev.at, SPANS["1h"]),
-                                   f"{ev.actor}: right password from {ev.source}, which failed "
-                                   f"on {len(others)} other accounts within {self.span}",
+                                   f"{ev.actor}: right password from {ev.source}, whose network "
+                                   f"failed on {len(others)} other accounts within {self.span}",
                                    {"address": ev.source, "other_accounts": len(others)}))
         reset = self._reset.get(ev.actor)
         if ev.action == LOGIN_SUCCESS and reset is not None and ev.at - reset <= self.after_reset:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 WATCH_ACTOR = "labvault:watch"
 READS = frozenset({"vault:patient:read", "vault:result:read", "vault:patient:export"})
 WRITES = frozenset({"vault:patient:create", "vault:result:write", "vault:result:validate"})
+RESULT_WRITES = frozenset({"vault:result:write", "vault:result:validate"})
 SEARCH = "vault:patient:search"
 STAFF_ROLES = frozenset({"secretary", "technician", "biologist"})
 
@@ -53,6 +54,8 @@ def network_of(source: str, v4_prefix: int = 24, v6_prefix: int = 64) -> str:
         addr = ipaddress.ip_address(source)
     except ValueError:
         return source
+    if addr.version == 6 and addr.ipv4_mapped is not None:  # a dual-stack listener's IPv4
+        addr = addr.ipv4_mapped
     prefix = v4_prefix if addr.version == 4 else v6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
@@ -103,5 +106,5 @@ def bucket(at: datetime, span: timedelta) -> str:
 SPANS = {"1m": timedelta(minutes=1), "10m": timedelta(minutes=10), "1h": timedelta(hours=1),
          "1d": timedelta(days=1)}
 
-__all__ = ["READS", "SEARCH", "SPANS", "STAFF_ROLES", "WATCH_ACTOR", "WRITES", "Window",
+__all__ = ["READS", "RESULT_WRITES", "SEARCH", "SPANS", "STAFF_ROLES", "WATCH_ACTOR", "WRITES", "Window",
            "account_of", "bucket", "exempt", "network_of", "token_of"]
