@@ -27,6 +27,9 @@ class Facts:
     def is_decoy(self, patient_id: uuid.UUID) -> bool:
         return patient_id in self.decoys
 
+    def decoy_tag(self, patient_id: uuid.UUID) -> bytes:
+        return patient_id.bytes
+
     def site_of(self, actor: str) -> str | None:
         return self.accounts.get(actor.split("/")[0])
 

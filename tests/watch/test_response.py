@@ -173,6 +173,10 @@ def test_decoys_look_like_patients_and_any_touch_locks(vault, operator, clock, p
     assert found == [decoy.id]
     (alert,) = [a for a in vault.watch.alerts(operator) if a.rule == "honeytoken"]
     assert (alert.severity, alert.response) == ("critical", "locked")
+    assert str(decoy.id) not in alert.body().decode()  # alerts do not say which are decoys
+    creates = [e for e in vault._audit.events() if e.action == "vault:patient:create"
+               and decoy.id in e.patient_ids]
+    assert [e.purpose for e in creates] == ["patient registration"]
     with pytest.raises(AuthenticationFailed):
         principal_of(vault, token)
 
@@ -302,3 +306,42 @@ def test_a_critical_response_that_fails_fails_the_call_and_is_retried(vault, ope
     with pytest.raises(AuthenticationFailed):
         principal_of(vault, token)
     assert watcher.rule_failures == 0
+
+
+def test_a_locked_account_is_not_brought_back_by_a_reset(vault, operator, clock,
+                                                         patients) -> None:
+    vault.watch.start(background=False)
+    account_id, email, totp = enrol(vault, operator, clock, Role.BIOLOGIST)
+    token = session(vault, clock, account_id, totp, email)
+    with pytest.raises(AuthenticationFailed):
+        for r in patients:
+            vault.get_record(principal_of(vault, token), r.id)
+    with pytest.raises(InvalidRecord, match="locked"):
+        vault.accounts.reset_mfa(operator, account_id)
+
+
+def test_nobody_acknowledges_or_unlocks_their_own_alert(vault, operator, clock, patients) -> None:
+    vault.watch.start(background=False)
+    dpo_id = uuid.uuid4()
+    dpo = Principal(f"account:{dpo_id}", Role.DPO, SOURCE, "review")
+    for _ in range(5):  # the DPO probing ids: an alert about the DPO
+        with pytest.raises(AccessDenied):
+            vault.get_patient(dpo, uuid.uuid4())
+    reader = Principal(f"account:{uuid.uuid4()}", Role.TECHNICIAN, SOURCE, "care")
+    for _ in range(5):
+        with pytest.raises(NotFound):
+            vault.get_patient(reader, uuid.uuid4())
+    (alert,) = vault.watch.alerts(operator)
+    own = Principal(alert.actor, Role.DPO, SOURCE, "review")
+    with pytest.raises(AccessDenied):
+        vault.watch.acknowledge(own, alert.id, "false-positive")
+    assert vault.watch.acknowledge(dpo, alert.id, "confirmed").status == "acknowledged"
+
+
+def test_a_message_built_to_break_the_parser_still_reaches_the_check(vault, operator) -> None:
+    (decoy,) = vault.watch.seed_decoys(operator, 1, mail_domain="canary.lab.example", seed=4)
+    for header in (b"From: =?utf-8?q?a=0D=0Ab?= <x@evil.example>\r\nTo: " + decoy.encode(),
+                   b"From: x@evil.example\r\nTo: e@[, " + decoy.encode()):
+        alerts = vault.watch.report_mail(operator, header + b"\r\n\r\nbody\r\n")
+        assert [a.rule for a in alerts] in (["decoy-contact"], [])
+    assert len([a for a in vault.watch.alerts(operator) if a.rule == "decoy-contact"]) == 2

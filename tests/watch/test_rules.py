@@ -26,7 +26,8 @@ def test_any_touch_of_a_decoy_is_critical_even_refused() -> None:
     assert h.feed(event(who, READ, T0, ids=(uuid.uuid4(),))) == []
     found = h.feed(event(who, "vault:patient:read", T0, outcome="denied", ids=(decoy,)))
     assert [(f.rule, f.severity) for f in found] == [("honeytoken", Severity.CRITICAL)]
-    assert str(decoy) in found[0].explanation and found[0].patient_ids == (decoy,)
+    assert str(decoy) not in found[0].explanation and found[0].patient_ids == ()
+    assert found[0].evidence["decoy"] == decoy.bytes.hex()[:12]
     # A search that finds the decoy is a touch too; creating it (seeding) is not.
     assert h.feed(event(actor(), SEARCH, T0, ids=(decoy,), by="nir", hits=1))
     assert h.feed(event(actor(), "vault:patient:create", T0, ids=(decoy,))) == []

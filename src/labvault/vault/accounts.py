@@ -227,13 +227,15 @@ class AccountDesk(Sessions, ServiceTokens):
         act = AccessEvent.ACCOUNT_RESET_MFA
         row = self._account(principal, act, account_id)
         reason = ("disabled" if row.status == "disabled" else
+                  # A locked account comes back only through an admin and the DPO (unlock).
+                  "locked" if row.status == "locked" else
                   "service" if Role.SERVICE in parse_roles(row.roles) else
                   AWAITING_APPROVAL if row.status == AWAITING_APPROVAL else None)
         if reason:
             self._audit_as(principal, act, "invalid", account_id=str(account_id), reason=reason,
                            patient_ids=_own_record(row.patient_id))
-            raise InvalidRecord("account_id", "a disabled or service account, or one awaiting "
-                                              "approval, has no second factor to reset")
+            raise InvalidRecord("account_id", "a disabled, locked or service account, or one "
+                                              "awaiting approval, has no second factor to reset")
         now, waits = self._now(), needs_approval(principal)
         status = AWAITING_APPROVAL if waits else "pending"
         token, enrol = (Secret(""), None) if waits else self._enrolment_row(

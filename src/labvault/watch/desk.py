@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from labvault.vault.core import Vault
     from labvault.watch.channels import Channel
 
+ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}")
 ACK_REASONS = ("confirmed", "false-positive", "investigating", "duplicate", "unlocked")
 DEFAULT_DECOY_DOMAIN = "decoy.invalid"
 
@@ -110,6 +112,10 @@ class WatchDesk:
         row = self._store.alert(alert_id)
         if row is None:
             raise NotFound("alert", alert_id)
+        if _about(row.actor, principal.actor_id):  # nobody closes an alert about themselves
+            self._vault._event(principal, Permission.ALERT_ACK, "denied", alert_id=str(alert_id),
+                               reason="own alert")
+            raise AccessDenied(principal.actor_id, principal.role, Permission.ALERT_ACK)
         self._ack(row, principal.actor_id, reason)
         return alert_of(self._store.alert(alert_id))
 
@@ -128,7 +134,8 @@ class WatchDesk:
                                account_id=str(account_id))
             raise InvalidRecord("account_id", "no locked account has this id")
         asked = dict(r.split("=", 1) for r in (row.unlock_requests or "").split(",") if r)
-        if principal.actor_id in asked.values():
+        if principal.actor_id in asked.values() or _about(f"account:{account_id}",
+                                                          principal.actor_id):
             self._vault._event(principal, Permission.ACCOUNT_UNLOCK, "denied",
                                account_id=str(account_id), reason="asked already")
             raise AccessDenied(principal.actor_id, principal.role, Permission.ACCOUNT_UNLOCK)
@@ -161,10 +168,15 @@ class WatchDesk:
         lab = SyntheticLab(seed if seed is not None else secrets.randbits(64), results_per_patient=4)
         records = [_decoy(r, mail_domain) for r in lab.records(count)]
         self._vault._event(principal, Permission.HONEYTOKEN_MANAGE, "allowed", count=count)
-        self._vault.put_patients(principal, records)
-        index = self._decoy_index()
+        # Stored like a registration: the create event must not say "decoys" by its purpose or
+        # share the seeding's request id; the decoy table keeps only the day.
+        self._vault.put_patients(dataclasses.replace(
+            principal, purpose="patient registration", request_id=uuid.uuid4().hex), records)
+        index, now = self._decoy_index(), self._vault._clock.now()
         self._store.add_decoys([(index.compute(str(r.id)), _contact_tag(index, r.patient.email))
-                                for r in records], self._vault._clock.now(), principal.actor_id)
+                                for r in records],
+                               now.replace(hour=0, minute=0, second=0, microsecond=0),
+                               principal.actor_id)
         if self.watcher is not None:
             self.watcher.facts.refresh()
         return [r.patient.email for r in records if r.patient.email]
@@ -213,13 +225,24 @@ class WatchDesk:
         a critical alert naming the decoy's tag, when it was seeded and the sender's domain.
         Nothing of the message is stored."""
         self._vault._authorize(principal, Permission.HONEYTOKEN_MANAGE)
-        parsed = BytesParser(policy=policy.default).parsebytes(message, headersonly=True)
-        recipients = {addr.lower() for _, addr in getaddresses(
-            [str(v) for h in ("To", "Cc", "Delivered-To", "X-Original-To")
-             for v in parsed.get_all(h, [])]) if "@" in addr}
-        sender = (getaddresses([str(parsed.get("From", ""))]) or [("", "")])[0][1]
-        sender_domain = sender.rsplit("@", 1)[-1].lower()[:100] if "@" in sender else "unknown"
-        digest = hashlib.sha256(str(parsed.get("Message-ID", "")).encode() or message).hexdigest()
+        # Every address-like string of the raw headers counts, parsed or not: a message built
+        # to break the parser must not slip past the check.
+        head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("latin-1")
+        recipients = {a.lower() for a in ADDRESS.findall(head)}
+        sender_domain, digest = "unknown", hashlib.sha256(message).hexdigest()
+        try:
+            parsed = BytesParser(policy=policy.default).parsebytes(message, headersonly=True)
+            recipients |= {addr.lower() for _, addr in getaddresses(
+                [str(v) for h in ("To", "Cc", "Delivered-To", "X-Original-To")
+                 for v in parsed.get_all(h, [])]) if "@" in addr}
+            sender = (getaddresses([str(parsed.get("From", ""))]) or [("", "")])[0][1]
+            if "@" in sender:
+                sender_domain = re.sub(r"[^a-z0-9.-]", "", sender.rsplit("@", 1)[-1].lower())[
+                    :100] or "unknown"
+            if parsed.get("Message-ID"):
+                digest = hashlib.sha256(str(parsed["Message-ID"]).encode()).hexdigest()
+        except Exception:  # noqa: BLE001, S110 - a malformed message is checked on its raw addresses
+            pass
         index, hits = self._decoy_index(), []
         for addr in sorted(recipients):
             decoy = self._store.decoy_of_contact(_contact_tag(index, addr) or b"")
@@ -238,6 +261,12 @@ class WatchDesk:
                                           "message": digest[:16]})
         alert = watcher.raise_finding(finding, self._vault._clock.now())
         return [alert] if alert is not None else []
+
+
+def _about(actor: str, caller: str) -> bool:
+    """Whether an alert's actor is the caller's own account (or one of its tokens)."""
+    own = caller.split("/", 1)[0]
+    return own.startswith("account:") and actor.split("/", 1)[0] == own
 
 
 def _contact_tag(index: BlindIndex, email: str | None) -> bytes | None:

@@ -46,6 +46,8 @@ log = logging.getLogger("labvault.watch")
 DECOY_KEY = "watch/decoy/v1"
 FACT_TTL = timedelta(seconds=60)
 PRUNE_EVERY = 10_000  # events between two sweeps of empty windows
+# What an unlock forgets of an actor: its recent counts, not what was learned of its habits.
+FORGETTABLE = frozenset({"volume", "write-volume", "enumeration", "misses", "unused-searches"})
 
 
 class VaultFacts:
@@ -205,10 +207,15 @@ class Watcher:
                     del table[key]
 
     def forget(self, actor: str) -> None:
-        """Drop what the rules remember of an actor (after an unlock: its past reads must not
-        lock it again)."""
+        """Drop the recent activity the rules count for an actor (after an unlock: the reads
+        that locked it must not lock it again). What was learned of it — usual hours,
+        networks, its usual day — stays: an unlock must not make it a stranger for a week.
+        Other processes (API workers, ``labvault watch``) keep their own windows until they
+        age out (a day at most)."""
         with self._lock:
             for rule in self._rules:
+                if rule.name not in FORGETTABLE:
+                    continue
                 for value in vars(rule).values():
                     if isinstance(value, dict):
                         value.pop(actor, None)

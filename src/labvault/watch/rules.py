@@ -37,6 +37,7 @@ class Facts(Protocol):
     """What the rules look up outside the event stream."""
 
     def is_decoy(self, patient_id: uuid.UUID) -> bool: ...
+    def decoy_tag(self, patient_id: uuid.UUID) -> bytes: ...
     def site_of(self, actor: str) -> str | None: ...
     def sites_of(self, patient_id: uuid.UUID) -> frozenset[str]: ...
 
@@ -63,11 +64,15 @@ class DecoyRule:
         decoys = [p for p in ev.patient_ids if facts.is_decoy(p)]
         if not decoys:
             return ()
-        return [Finding(self.name, Severity.CRITICAL, ev.actor, str(decoys[0]),
-                        f"{ev.actor} touched decoy patient {decoys[0]} ({ev.action}, "
-                        f"{ev.outcome}); no legitimate work opens a decoy",
-                        {"action": ev.action, "outcome": ev.outcome, "decoys": len(decoys)},
-                        tuple(decoys))]
+        # The alert names the decoy by a tag, not its id: whoever reads alerts (a mail box, a
+        # syslog collector) must not learn which patients are decoys.
+        tag = facts.decoy_tag(decoys[0]).hex()[:12]
+        real = tuple(p for p in ev.patient_ids if p not in decoys)[:20]
+        return [Finding(self.name, Severity.CRITICAL, ev.actor, f"{tag}:{bucket(ev.at, SPANS['1d'])}",
+                        f"{ev.actor} touched decoy {tag} ({ev.action}, {ev.outcome}); no "
+                        "legitimate work opens a decoy",
+                        {"action": ev.action, "outcome": ev.outcome, "decoys": len(decoys),
+                         "decoy": tag}, real)]
 
 
 class VolumeRule:
