@@ -345,3 +345,76 @@ def test_a_message_built_to_break_the_parser_still_reaches_the_check(vault, oper
         alerts = vault.watch.report_mail(operator, header + b"\r\n\r\nbody\r\n")
         assert [a.rule for a in alerts] in (["decoy-contact"], [])
     assert len([a for a in vault.watch.alerts(operator) if a.rule == "decoy-contact"]) == 2
+
+
+def test_two_watchers_ticking_escalate_each_level_once(vault, operator, clock) -> None:
+    from labvault.watch.notify import Notifier
+
+    config = WatchConfig.from_mapping({"alerting": {"escalation": ["a@lab.example",
+                                                                   "b@lab.example"]}})
+    first = vault.watch.start(config, background=False).notifier
+    second = Notifier(vault.watch._store, {}, config, clock, background=False)
+    recs = list(SyntheticLab(seed=6, results_per_patient=0).records(13))
+    vault.put_patients(operator, recs)
+    reader = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, SOURCE, "care")
+    for r in recs:
+        vault.get_patient(reader, r.id)
+    clock.advance(timedelta(minutes=15))
+    assert first.tick() + second.tick() == 1
+    clock.advance(timedelta(minutes=15))
+    assert second.tick() + first.tick() == 1
+    (alert,) = vault.watch.alerts(operator)
+    assert alert.escalation_level == 2
+
+
+def test_background_delivery_sends_the_most_severe_first(vault, operator, clock) -> None:
+    from labvault.store.alerts import AlertStore
+    from labvault.watch.alerts import Severity
+    from labvault.watch.notify import Notifier
+
+    sent: list[str] = []
+
+    class Recorder:
+        name = "webhook"
+
+        def send(self, alert, contact) -> None:
+            sent.append(alert.severity.value)
+
+    import threading
+
+    gate = threading.Event()
+
+    started = threading.Event()
+
+    class Slow(Recorder):
+        def send(self, alert, contact) -> None:
+            started.set()
+            gate.wait(5)
+            super().send(alert, contact)
+
+    config = WatchConfig.from_mapping({"alerting": {"routes": {
+        "critical": ["webhook"], "high": ["webhook"], "medium": ["webhook"]}}})
+    store = AlertStore(vault._records.engine)
+    notifier = Notifier(store, {"webhook": Slow()}, config, clock)
+
+    def alert(sev: Severity):
+        from labvault.watch.engine import alert_of
+
+        row, _ = store.raise_or_repeat({
+            "id": uuid.uuid4(), "dedup_key": uuid.uuid4().hex, "rule": "r", "severity": str(sev),
+            "actor": "account:x", "raised_at": clock.now(), "last_seen_at": clock.now(),
+            "occurrences": 1, "explanation": "e", "evidence": "{}", "patient_ids": "",
+            "status": "open", "escalation_level": 0, "next_escalation_at": None,
+            "response": "none"})
+        return alert_of(row)
+
+    try:
+        notifier._submit(alert(Severity.MEDIUM), None)  # held by the slow channel
+        assert started.wait(5)
+        for sev in (Severity.HIGH, Severity.MEDIUM, Severity.CRITICAL, Severity.HIGH):
+            notifier._submit(alert(sev), None)
+        gate.set()
+        notifier.flush()
+    finally:
+        notifier.close()
+    assert sent == ["medium", "critical", "high", "high", "medium"]

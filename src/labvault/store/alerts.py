@@ -63,6 +63,17 @@ class AlertStore:
         with guarded("updating the alert"), self.engine.begin() as conn:
             conn.execute(update(alert).where(alert.c.id == alert_id).values(**values))
 
+    def escalate(self, alert_id: uuid.UUID, from_level: int, to_level: int,
+                 next_at: datetime | None) -> bool:
+        """Move an open alert to the next escalation level; False if another process did it
+        first (each level is sent once, whoever ticks)."""
+        with guarded("escalating the alert"), self.engine.begin() as conn:
+            done = conn.execute(update(alert).where(
+                alert.c.id == alert_id, alert.c.status == "open",
+                alert.c.escalation_level == from_level).values(
+                escalation_level=to_level, next_escalation_at=next_at))
+            return done.rowcount == 1
+
     def acknowledge(self, alert_id: uuid.UUID, by: str, at: datetime, note: str | None) -> bool:
         with guarded("acknowledging the alert"), self.engine.begin() as conn:
             done = conn.execute(update(alert).where(alert.c.id == alert_id,

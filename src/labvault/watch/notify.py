@@ -15,6 +15,7 @@ the list, not its address. A channel named in a route but not configured is reco
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -40,7 +41,10 @@ class Notifier:
         self.channels = channels
         self._store = store
         self._clock = clock
-        self._queue: queue.Queue[object] = queue.Queue()
+        # Most severe first: a flood of high alerts (a spray from many addresses) must not hold
+        # a critical one behind it. Entries are (rank, order, item).
+        self._queue: queue.PriorityQueue[tuple[int, int, object]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._run, name="labvault-alerts", daemon=True)
@@ -71,8 +75,9 @@ class Notifier:
                 self._store.update(row.id, next_escalation_at=None)
                 continue
             more = level < len(self.contacts)
-            self._store.update(row.id, escalation_level=level,
-                               next_escalation_at=now + self.delays[row.severity] if more else None)
+            if not self._store.escalate(row.id, row.escalation_level, level,
+                                        now + self.delays[row.severity] if more else None):
+                continue  # escalated meanwhile by another watcher
             self._submit(alert_of(self._store.alert(row.id)), self.contacts[level - 1])
             done += 1
         return done
@@ -81,7 +86,7 @@ class Notifier:
         if self._thread is None:
             self._deliver(alert, contact)
         else:
-            self._queue.put((alert, contact))
+            self._queue.put((-alert.severity.rank, next(self._order), (alert, contact)))
 
     def _deliver(self, alert: Alert, contact: str | None) -> None:
         for name in self.routes.get(str(alert.severity), []):
@@ -102,7 +107,7 @@ class Notifier:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            _, _, item = self._queue.get()
             try:
                 if item is _STOP:
                     return
@@ -120,7 +125,7 @@ class Notifier:
 
     def close(self) -> None:
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._queue.put((99, next(self._order), _STOP))  # after what is queued
             self._thread.join(timeout=30)
             self._thread = None
 
