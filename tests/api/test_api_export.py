@@ -80,6 +80,25 @@ def test_a_session_revoked_during_an_export_stops_it(client, vault, operator, lo
     r = client.get("/export", headers=bio.headers)
     assert r.status_code == 200
     *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
-    assert trailer == {"complete": False, "records": 200, "error": "session_ended"}
-    assert len(lines) == 200
+    assert trailer == {"complete": False, "records": 10, "error": "session_ended"}
+    assert len(lines) == 10  # the second batch was logged, then refused before it was opened
     assert client.get("/export", headers=bio.headers).status_code == 401
+
+
+def test_an_export_through_a_stolen_session_is_cut_after_one_batch(client, vault, operator,
+                                                                     login, clock):
+    vault.put_patients(operator, list(SyntheticLab(seed=8, results_per_patient=1).records(60)))
+    vault.watch.start(background=False)
+    bio = login(Role.BIOLOGIST)
+    clock.advance(timedelta(seconds=31))
+    r = client.post("/auth/step-up", json={"code": bio.totp.at(clock.now())}, headers=bio.headers)
+    assert r.status_code == 204
+    r = client.get("/export", headers=bio.headers)
+    *lines, trailer = [json.loads(x) for x in r.text.splitlines()]
+    assert len(lines) == 10
+    # The second batch took the account over the biologist's 12 a minute: locked on its event,
+    # refused before any of its records was opened.
+    assert trailer == {"complete": False, "records": 10, "error": "session_ended"}
+    assert [(a.rule, a.response) for a in vault.watch.alerts(operator)] == [("volume", "locked")]
+    r = client.post("/patients/search", json={"nir": "1"}, headers=bio.headers)
+    assert r.status_code == 401

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from labvault.access.permissions import Permission
 from labvault.api.deps import Bearer, CurrentPrincipal, token_of, vault_of
 from labvault.api.models import SearchIn, SearchOut, to_json
 from labvault.errors import (
@@ -28,11 +29,12 @@ from labvault.errors import (
     AuthenticationFailed,
     InvalidRecord,
     LabvaultError,
+    StepUpRequired,
 )
 
 router = APIRouter(tags=["patients"])
 log = logging.getLogger("labvault.api")
-RECHECK_EVERY = 200  # records between two checks of the session during an export
+EXPORT_BATCH = 10  # records per audit event and session check (under every role's 1-min limit)
 
 
 @router.post("/patients/search", response_model=SearchOut)
@@ -77,12 +79,21 @@ def export(request: Request, principal: CurrentPrincipal,
            credentials: Bearer) -> StreamingResponse:
     """Every record as JSON lines, then a last line ``{"complete": true, "records": N}`` (or
     ``"complete": false`` with the reason if the export stopped). Needs a second factor proven
-    in the last minutes (``/auth/step-up``); one audit event per batch of records. The session
-    is checked again every `RECHECK_EVERY` records: a session revoked, or an account disabled,
-    during a long export stops it."""
+    in the last minutes (``/auth/step-up``); one audit event per batch of `EXPORT_BATCH`
+    records, under the role's one-minute read limit. The session is checked again after each
+    batch's event, before its records are opened: a session revoked, an account disabled or
+    locked by the watcher, or a fresh second factor asked for, stops the export there."""
     vault = vault_of(request)
     token = token_of(credentials)
-    records = vault.iter_records(principal)
+
+    def recheck() -> None:
+        current = vault.accounts.authenticate_bearer(
+            token, source=principal.source, purpose=principal.purpose,
+            request_id=principal.request_id)
+        if current.step_up_due:
+            raise StepUpRequired(Permission.PATIENT_EXPORT)
+
+    records = vault.iter_records(principal, batch_size=EXPORT_BATCH, recheck=recheck)
     first = next(records, None)  # the permission and step-up checks run here, before 200
 
     def lines() -> Iterator[bytes]:
@@ -91,16 +102,13 @@ def export(request: Request, principal: CurrentPrincipal,
         sent = 0
         try:
             for r in itertools.chain([first] if first is not None else [], records):
-                if sent and sent % RECHECK_EVERY == 0:
-                    vault.accounts.authenticate_bearer(
-                        token, source=principal.source, purpose=principal.purpose,
-                        request_id=principal.request_id)
                 yield json.dumps(to_json(r)).encode() + b"\n"
                 sent += 1
         except LabvaultError as exc:
             log.error("export stopped after %d records: %s", sent, type(exc).__name__)
             reason = ("audit_unavailable" if isinstance(exc, AuditUnavailable) else
-                      "session_ended" if isinstance(exc, AuthenticationFailed) else "refused")
+                      "session_ended" if isinstance(exc, AuthenticationFailed) else
+                      "step_up_required" if isinstance(exc, StepUpRequired) else "refused")
             yield json.dumps({"complete": False, "records": sent,
                               "error": reason}).encode() + b"\n"
             return

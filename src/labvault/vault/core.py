@@ -381,11 +381,16 @@ class Vault:
         return rows
 
     def iter_records(self, principal: Principal, *, batch_size: int = 200,
-                     progress: Progress | None = None) -> Iterator[PatientRecord]:
-        """Every live patient record (bulk export); one audit event per batch."""
+                     progress: Progress | None = None,
+                     recheck: Callable[[], object] | None = None) -> Iterator[PatientRecord]:
+        """Every live patient record (bulk export); one audit event per batch. `recheck` runs
+        after each batch's event and before any of its records is opened: a session the
+        watcher locked on that event raises there, and the batch stays sealed."""
         self._authorize(principal, Permission.PATIENT_EXPORT)
         for ids in self._records.iter_ids(batch_size):
             self._event(principal, Permission.PATIENT_EXPORT, "allowed", ids, FULL_RECORD)
+            if recheck is not None:
+                recheck()
             for pid in ids:
                 try:
                     record = self._load(pid, with_results=True)
