@@ -40,6 +40,7 @@ from labvault.migrate import make_plan
 from labvault.migrate import run as run_migration
 from labvault.migrate import verify as verify_migration
 from labvault.migrate.commands import export_app, migrate_app
+from labvault.simulator.command import simulate
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
 from labvault.vault.audit import VERIFIER_FILE, read_verifier_key
@@ -62,6 +63,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
 app.command("serve")(serve)
+app.command("simulate")(simulate)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(honeytokens_app, name="honeytokens")
 app.command("watch")(watch)
