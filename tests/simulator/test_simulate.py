@@ -77,7 +77,10 @@ def test_the_slow_extraction_is_alerted_within_24_simulated_hours(attacks) -> No
     assert first is not None
     assert first["after_seconds"] <= 24 * 3600
     assert first["records_before"] <= 100
-    assert slow["records_exposed"] > 100  # it ran for hours: one record every ~5 minutes
+    # Alerts pile up on the stolen account (off-hours, new network, unexplained reads...): the
+    # correlated alert locks it well before a hundred records.
+    assert slow["stopped"] == "account locked"
+    assert 0 < slow["records_exposed"] <= 100
 
 
 def test_the_leaked_token_is_revoked_on_first_use_elsewhere(outcome: Outcome, attacks) -> None:

@@ -418,3 +418,30 @@ def test_background_delivery_sends_the_most_severe_first(vault, operator, clock)
     finally:
         notifier.close()
     assert sent == ["medium", "critical", "high", "high", "medium"]
+
+
+def test_alerts_piling_up_on_one_account_lock_it(vault, operator, clock) -> None:
+    from labvault.watch.alerts import Finding, Severity
+
+    watcher = vault.watch.start(background=False)
+    account_id, email, totp = enrol(vault, operator, clock, Role.BIOLOGIST)
+    token = session(vault, clock, account_id, totp, email)
+    who = f"account:{account_id}"
+    for rule in ("off-hours", "new-network"):
+        watcher.raise_finding(Finding(rule, Severity.MEDIUM, who, "k", "e"), clock.now())
+        clock.advance(timedelta(minutes=5))
+    principal_of(vault, token)  # two medium alerts: no response
+    watcher.raise_finding(Finding("unexplained-volume", Severity.MEDIUM, who, "k", "e"),
+                          clock.now())
+    correlated = [a for a in vault.watch.alerts(operator) if a.rule == "correlated"]
+    assert [(a.severity, a.response) for a in correlated] == [("critical", "locked")]
+    assert correlated[0].evidence["rules"] == ["new-network", "off-hours", "unexplained-volume"]
+    with pytest.raises(AuthenticationFailed):
+        principal_of(vault, token)
+
+
+def test_decoys_carry_the_labs_own_sites(vault, operator, patients) -> None:
+    sites = {o.lab_finess for r in patients for o in r.orders}
+    vault.watch.seed_decoys(operator, 4, seed=2)
+    decoys = [r for r in vault.iter_records(operator) if r.id not in {p.id for p in patients}]
+    assert {o.lab_finess for r in decoys for o in r.orders} <= sites

@@ -204,8 +204,10 @@ def test_a_read_no_care_relationship_explains_goes_to_the_review_queue() -> None
 
 def test_many_unexplained_reads_in_a_day_are_an_alert() -> None:
     who = actor()
-    h = Harness(facts=Facts(accounts={who: SITE_A}))
-    for n, pid in enumerate(ids(11)):
+    elsewhere = ids(11)
+    h = Harness(facts=Facts(accounts={who: SITE_A},
+                            sites={pid: frozenset({SITE_B}) for pid in elsewhere}))
+    for n, pid in enumerate(elsewhere):
         h.feed(event(who, "vault:patient:read", T0 + timedelta(minutes=10 * n), role="technician",
                      ids=(pid,)))
     assert [f.severity for f in h.by_rule("unexplained-volume")] == [Severity.MEDIUM]
@@ -387,3 +389,28 @@ def test_results_written_for_many_patients_in_a_minute() -> None:
                      ids=(pid,)))
     found = h.by_rule("write-volume")
     assert found and found[0].severity is Severity.CRITICAL and found[0].evidence["limit"] == 15
+
+
+def test_patients_reading_their_results_at_night_are_not_off_hours() -> None:
+    h, who = Harness(), actor()
+    for day in range(7):
+        h.feed(event(who, READ, workday(day, 12.0), role="patient", source=f"198.51.100.{day}",
+                     ids=(uuid.uuid4(),)))
+    h.feed(event(who, READ, workday(8, 23.5), role="patient", source="203.0.113.1",
+                 ids=(uuid.uuid4(),)))
+    assert h.all == []
+
+
+def test_a_spray_paced_by_the_throttle_stays_in_view() -> None:
+    h = Harness()
+    for n in range(5):  # one try every 6 minutes: under any 10-minute window
+        h.feed(event(actor(), LOGIN_FAILURE, T0 + timedelta(minutes=6 * n), source="192.0.2.9",
+                     outcome="failed"))
+    assert h.by_rule("password-spraying")
+
+
+def test_a_patient_with_no_order_yet_is_not_unexplained() -> None:
+    who = actor()
+    h = Harness(facts=Facts(accounts={who: SITE_A}))
+    assert h.feed(event(who, "vault:patient:read", T0, role="technician",
+                        ids=(uuid.uuid4(),))) == []

@@ -101,6 +101,12 @@ class AlertStore:
         with guarded("reading patient sites"), self.engine.connect() as conn:
             return frozenset(r.finess for r in conn.execute(q))
 
+    def known_sites(self) -> list[str]:
+        """The lab sites patients' orders were sampled at."""
+        q = select(patient_site.c.finess).distinct().order_by(patient_site.c.finess)
+        with guarded("reading lab sites"), self.engine.connect() as conn:
+            return [r.finess for r in conn.execute(q)]
+
     def account_sites(self) -> dict[uuid.UUID, str | None]:
         with guarded("reading account sites"), self.engine.connect() as conn:
             return {r.id: r.site for r in conn.execute(select(account.c.id, account.c.site))}

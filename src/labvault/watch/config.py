@@ -87,12 +87,20 @@ DEFAULTS: dict[str, Any] = {
     "unexplained": {"per_day": 10},
     "auth": {
         "window_minutes": 10,
+        # Spraying is counted over the throttle's lock time: an attacker who waits out the
+        # 30-minute block between tries stays in view.
+        "spray_window_minutes": 30,
         "failed_logins": 5,
         "failed_logins_high": 10,
         "spray_accounts": 5,
         "mfa_failures": 3,
         "after_reset_minutes": 60,
     },
+    # Alerts that pile up on one account: distinct rules at medium or above within a day, or
+    # high alerts within the hour, make a critical `correlated` alert (a thief who passes every
+    # step-up with a stolen TOTP secret, a slow extraction that stays under every limit).
+    "correlation": {"window_hours": 24, "distinct_rules": 3, "high_window_minutes": 60,
+                    "highs": 3},
     "response": {"critical": "lock", "high": "step_up"},
     "alerting": {
         # Channels per severity (names of the [channels] entries); low goes to the review queue.

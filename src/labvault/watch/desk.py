@@ -166,7 +166,9 @@ class WatchDesk:
         if not 1 <= count <= 10_000:
             raise InvalidRecord("count", "between 1 and 10000")
         lab = SyntheticLab(seed if seed is not None else secrets.randbits(64), results_per_patient=4)
-        records = [_decoy(r, mail_domain) for r in lab.records(count)]
+        # The lab's own sites on the decoys' orders: a site nobody works at would give them away.
+        sites = self._store.known_sites() or list(lab.lab_finess)
+        records = [_decoy(r, mail_domain, sites) for r in lab.records(count)]
         self._vault._event(principal, Permission.HONEYTOKEN_MANAGE, "allowed", count=count)
         # Stored like a registration: the create event must not say "decoys" by its purpose or
         # share the seeding's request id; the decoy table keeps only the day.
@@ -273,7 +275,7 @@ def _contact_tag(index: BlindIndex, email: str | None) -> bytes | None:
     return index.compute(f"contact:{email.strip().lower()}") if email else None
 
 
-def _decoy(record: PatientRecord, mail_domain: str) -> PatientRecord:
+def _decoy(record: PatientRecord, mail_domain: str, sites: list[str]) -> PatientRecord:
     """A synthetic record turned decoy: a birth commune no real NIR carries, a monitored
     e-mail address (a random local part, so decoys cannot be told apart by their address)."""
     from stdnum.fr import nir as stdnum_nir
@@ -293,7 +295,9 @@ def _decoy(record: PatientRecord, mail_domain: str) -> PatientRecord:
     local = f"{secrets.token_hex(3)}.{secrets.token_hex(2)}"
     patient = dataclasses.replace(p, birth_place=place, nir=nir, ins=ins,
                                   email=f"{local}@{mail_domain}")
-    return dataclasses.replace(record, patient=patient)
+    orders = tuple(dataclasses.replace(o, lab_finess=sites[secrets.randbelow(len(sites))])
+                   for o in record.orders)
+    return dataclasses.replace(record, patient=patient, orders=orders)
 
 
 __all__ = ["ACK_REASONS", "WatchDesk"]

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from labvault.watch.alerts import Alert, Finding, Severity
 from labvault.watch.config import WatchConfig
 from labvault.watch.rules import access_rules
 from labvault.watch.rules_context import context_rules
-from labvault.watch.state import WATCH_ACTOR, Window, account_of, token_of
+from labvault.watch.state import SPANS, WATCH_ACTOR, Window, account_of, bucket, token_of
 
 if TYPE_CHECKING:
     from labvault.vault.core import Vault
@@ -47,6 +48,7 @@ DECOY_KEY = "watch/decoy/v1"
 FACT_TTL = timedelta(seconds=60)
 PRUNE_EVERY = 10_000  # events between two sweeps of empty windows
 # What an unlock forgets of an actor: its recent counts, not what was learned of its habits.
+CORRELATED = "correlated"
 FORGETTABLE = frozenset({"volume", "write-volume", "enumeration", "misses", "unused-searches"})
 
 
@@ -142,6 +144,7 @@ class Watcher:
         self.notifier = notifier
         self.observed = 0
         self.rule_failures = 0
+        self._recent_alerts: dict[str, deque[tuple[datetime, str, Severity]]] = {}
 
     def __repr__(self) -> str:
         return f"Watcher(rules={len(self._rules)})"
@@ -213,6 +216,7 @@ class Watcher:
         Other processes (API workers, ``labvault watch``) keep their own windows until they
         age out (a day at most)."""
         with self._lock:
+            self._recent_alerts.pop(actor, None)
             for rule in self._rules:
                 if rule.name not in FORGETTABLE:
                     continue
@@ -256,7 +260,35 @@ class Watcher:
         log.warning("alert %s %s %s: %s", alert.severity, alert.rule, alert.actor, alert.id)
         if self.notifier is not None:
             self.notifier.raised(alert)
+        correlated = self._correlate(finding, at)
+        if correlated is not None:
+            self.raise_finding(correlated, at)
         return alert
+
+    def _correlate(self, finding: Finding, at: datetime) -> Finding | None:
+        """Alerts piling up on one account make one critical alert: several distinct rules at
+        medium or above within `correlation.window_hours`, or several high alerts within
+        `high_window_minutes` (a thief passing every step-up with a stolen TOTP secret, a slow
+        extraction that stays under every limit)."""
+        if (finding.rule == CORRELATED or finding.severity < Severity.MEDIUM
+                or account_of(finding.actor) is None):
+            return None
+        c = self.config["correlation"]
+        with self._lock:
+            recent = self._recent_alerts.setdefault(finding.actor, deque())
+            recent.append((at, finding.rule, finding.severity))
+            while recent and recent[0][0] <= at - timedelta(hours=c["window_hours"]):
+                recent.popleft()
+            rules = sorted({r for _, r, _ in recent})
+            since = at - timedelta(minutes=c["high_window_minutes"])
+            highs = sum(1 for t, _, sev in recent if sev >= Severity.HIGH and t > since)
+        if len(rules) < c["distinct_rules"] and highs < c["highs"]:
+            return None
+        return Finding(CORRELATED, Severity.CRITICAL, finding.actor, bucket(at, SPANS["1d"]),
+                       f"{finding.actor}: {len(recent)} alerts of {len(rules)} rules within "
+                       f"{c['window_hours']} h ({', '.join(rules)}), {highs} high within "
+                       f"{c['high_window_minutes']} min",
+                       {"rules": rules, "alerts": len(recent), "high": highs})
 
     def _respond(self, alert_id: uuid.UUID, finding: Finding) -> str:
         # The time of the response, not of the event: a watcher working through a backlog

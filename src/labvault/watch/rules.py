@@ -334,7 +334,9 @@ class UnexplainedRule:
             return ()
         out = []
         for pid in ev.patient_ids:
-            if pid in self._wrote[ev.actor] or site in facts.sites_of(pid):
+            sites = facts.sites_of(pid)
+            # No order yet (just registered): nothing to judge the read by.
+            if not sites or pid in self._wrote[ev.actor] or site in sites:
                 continue
             daily = self._daily.setdefault(ev.actor, Window(SPANS["1d"]))
             daily.add(ev.at, pid)

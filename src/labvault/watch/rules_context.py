@@ -65,7 +65,9 @@ class ContextRule:
         self._token_sources: dict[str, set[str]] = defaultdict(set)
 
     def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
-        if exempt(ev.actor) or ev.outcome != "allowed" or account_of(ev.actor) is None:
+        # Patients read their results from anywhere, at any hour: no context rule for them.
+        if (exempt(ev.actor) or ev.outcome != "allowed" or account_of(ev.actor) is None
+                or ev.role == "patient"):
             return ()
         if ev.action not in DATA and ev.action != LOGIN_SUCCESS:
             return ()
@@ -129,6 +131,7 @@ class AuthRule:
         self.after_reset = timedelta(minutes=c["after_reset_minutes"])
         ctx = config["context"]
         self.v4, self.v6 = ctx["ipv4_prefix"], ctx["ipv6_prefix"]
+        self.spray_span = timedelta(minutes=c["spray_window_minutes"])
         self._failures: dict[str, Window] = {}
         self._by_source: dict[str, Window] = {}
         self._mfa: dict[str, Window] = {}
@@ -173,14 +176,16 @@ class AuthRule:
                                    f"{ev.actor}: {len(w)} failed logins within {self.span}",
                                    {"failures": len(w)}))
         net = self._net(ev.source)
-        by_source = self._window(self._by_source, net)
+        by_source = self._by_source.get(net)
+        if by_source is None:
+            by_source = self._by_source[net] = Window(self.spray_span)
         # Unknown e-mails count one each: a spray over made-up accounts is a spray too.
         by_source.add(ev.at, ev.actor if ev.actor != "unknown" else f"unknown@{ev.at}")
         if by_source.distinct() >= self.spray:
             out.append(Finding("password-spraying", Severity.HIGH, f"source:{net}",
                                bucket(ev.at, SPANS["1h"]),
                                f"network {net}: failed logins on {by_source.distinct()} "
-                               f"accounts within {self.span}",
+                               f"accounts within {self.spray_span}",
                                {"accounts": by_source.distinct(), "failures": len(by_source)}))
         return out
 
@@ -201,7 +206,8 @@ class AuthRule:
                 out.append(Finding("credential-stuffing", Severity.HIGH, ev.actor,
                                    bucket(ev.at, SPANS["1h"]),
                                    f"{ev.actor}: right password from {ev.source}, whose network "
-                                   f"failed on {len(others)} other accounts within {self.span}",
+                                   f"failed on {len(others)} other accounts within "
+                                   f"{self.spray_span}",
                                    {"address": ev.source, "other_accounts": len(others)}))
         reset = self._reset.get(ev.actor)
         if ev.action == LOGIN_SUCCESS and reset is not None and ev.at - reset <= self.after_reset:
