@@ -210,27 +210,38 @@ async def saturate(url: str, headers: dict[str, str], ids: list[str], seconds: f
     return done / (time.perf_counter() - t)
 
 
-def run_mode(data_dir: Path, audited: bool, port: int, ids: list[str], args) -> dict[str, float]:
+def served(script: str, data_dir: Path, port: int, mode: str, login, measure) -> dict:
+    """Run `script --serve` in a process of its own, log in once it answers (`login(client,
+    url)`), then measure (`measure(url, auth)`); the server is stopped whatever happens."""
     import httpx
 
-    email, totp = account(data_dir)
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), "--port",
-                             str(port), "--mode", "audited" if audited else "unaudited"])
+    proc = subprocess.Popen([sys.executable, script, "--serve", str(data_dir), "--port",
+                             str(port), "--mode", mode])
     url = f"http://127.0.0.1:{port}"
     try:
-        async def go() -> dict[str, float]:
+        async def go() -> dict:
             async with httpx.AsyncClient(timeout=30) as client:
                 await _wait_up(client, url)
-                headers = await _login(client, url, email, totp)
-            await load(url, headers, ids, args.rate, 3)  # warm-up
-            out = await load(url, headers, ids, args.rate, args.seconds)
-            out["max_rps"] = await saturate(url, headers, ids, 10)
-            return out
+                auth = await login(client, url)
+            return await measure(url, auth)
 
         return asyncio.run(go())
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def run_mode(data_dir: Path, audited: bool, port: int, ids: list[str], args) -> dict[str, float]:
+    email, totp = account(data_dir)
+
+    async def measure(url: str, headers: dict[str, str]) -> dict[str, float]:
+        await load(url, headers, ids, args.rate, 3)  # warm-up
+        out = await load(url, headers, ids, args.rate, args.seconds)
+        out["max_rps"] = await saturate(url, headers, ids, 10)
+        return out
+
+    return served(__file__, data_dir, port, "audited" if audited else "unaudited",
+                  lambda client, url: _login(client, url, email, totp), measure)
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 
 from _common import machine, percentile
-from api import Connection, _wait_up
+from api import Connection, served
 
 PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 UNLIMITED = {"1m": 10**9, "10m": 10**9, "1h": 10**9, "1d": 10**9}
@@ -152,23 +151,14 @@ async def load(url: str, sessions: list[dict[str, str]], ids: list[str], rate: f
 
 
 def run_mode(data_dir: Path, detection: bool, port: int, people, ids: list[str], args):
-    import httpx
+    async def login(client, url: str) -> list[dict[str, str]]:
+        return [await _login(client, url, *p) for p in people]
 
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), "--port",
-                             str(port), "--mode", "on" if detection else "off"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async def go() -> dict[str, float]:
-            async with httpx.AsyncClient(timeout=30) as client:
-                await _wait_up(client, url)
-                sessions = [await _login(client, url, *p) for p in people]
-            await load(url, sessions, ids, args.rate, 3)  # warm-up
-            return await load(url, sessions, ids, args.rate, args.seconds)
+    async def measure(url: str, sessions: list[dict[str, str]]) -> dict[str, float]:
+        await load(url, sessions, ids, args.rate, 3)  # warm-up
+        return await load(url, sessions, ids, args.rate, args.seconds)
 
-        return asyncio.run(go())
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return served(__file__, data_dir, port, "on" if detection else "off", login, measure)
 
 
 def latency(outcome, args) -> None:

@@ -115,16 +115,23 @@ class Attacks:
             width = self.rng.randint(1, 3)
             for n in range(max(1, serial - width), min(999, serial + width) + 1):
                 body = f"{block}{n:03d}"
-                r = yield from self.api.act(a, "POST", "/patients/search",
-                                            {"nir": body + stdnum_nir.calc_check_digits(body)})
-                if r is None or r.status_code != 200:
+                nir = body + stdnum_nir.calc_check_digits(body)
+                if not (yield from self._find_and_read(a, nir, "/patients/{}/record", 0.4)):
                     return
-                yield timedelta(seconds=0.4)
-                for pid in r.json()["patient_ids"]:
-                    r = yield from self.api.act(a, "GET", f"/patients/{pid}/record")
-                    if r is None or r.status_code != 200:
-                        return
-                    yield timedelta(seconds=0.4)
+
+    def _find_and_read(self, a: Actor, nir: str, path: str, pause: float) -> Step:
+        """Search a NIR, then read every patient found (`path` with the id); False once a
+        request is refused (locked, revoked): the attacker stops there."""
+        r = yield from self.api.act(a, "POST", "/patients/search", {"nir": nir})
+        if r is None or r.status_code != 200:
+            return False
+        yield timedelta(seconds=pause)
+        for pid in r.json()["patient_ids"]:
+            r = yield from self.api.act(a, "GET", path.format(pid))
+            if r is None or r.status_code != 200:
+                return False
+            yield timedelta(seconds=pause)
+        return True
 
     def slow(self, attack: Attack, person: Person) -> Step:
         a = self._actor(attack, person)
@@ -183,15 +190,8 @@ class Attacks:
         a = Actor(attack.name, attack.address, bearer=gateway.token, service=True,
                   truth=attack.truth)
         for patient in self._leaked(20):
-            r = yield from self.api.act(a, "POST", "/patients/search", {"nir": patient.nir})
-            if r is None or r.status_code != 200:
+            if not (yield from self._find_and_read(a, str(patient.nir), "/patients/{}", 2)):
                 return
-            yield timedelta(seconds=2)
-            for pid in r.json()["patient_ids"]:
-                r = yield from self.api.act(a, "GET", f"/patients/{pid}")
-                if r is None or r.status_code != 200:
-                    return
-                yield timedelta(seconds=2)
 
     def export(self, attack: Attack, person: Person) -> Step:
         a = self._actor(attack, person)
