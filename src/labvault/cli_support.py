@@ -68,3 +68,15 @@ def fail(exc: LabvaultError) -> typer.Exit:
     if exc.hint:
         err.print(f"fix: {exc.hint}")
     return typer.Exit(1)
+
+
+def call_desk(data_dir: Path, desk: str, purpose: str, method: str, *args: object,
+              **kwargs: object) -> object:
+    """Call one method of a vault desk (``accounts``, ``watch``…) as the local operator, with
+    `purpose` audited; a labvault error becomes the CLI's one-line failure."""
+    try:
+        with open_vault(data_dir) as vault:
+            return getattr(getattr(vault, desk), method)(local_operator(purpose), *args, **kwargs)
+    except LabvaultError as exc:
+        raise fail(exc) from None
+

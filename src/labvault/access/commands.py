@@ -20,7 +20,7 @@ from rich.table import Table
 
 from labvault.access.permissions import SERVICE_GRANTABLE, Permission
 from labvault.access.principal import Role, local_operator
-from labvault.cli_support import DataDir, console, err, fail, open_vault
+from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.secret import Secret
@@ -43,12 +43,7 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 
 def _desk(data_dir: Path, purpose: str, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call one method of the account desk as the local operator, with `purpose` audited."""
-    try:
-        with open_vault(data_dir) as vault:
-            return getattr(vault.accounts, method)(local_operator(purpose), *args, **kwargs)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    return call_desk(data_dir, "accounts", purpose, method, *args, **kwargs)
 
 
 def _when(at) -> str:

@@ -29,7 +29,7 @@ import typer
 from rich.table import Table
 
 from labvault.access.principal import local_operator
-from labvault.cli_support import DataDir, console, err, fail, open_vault
+from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.watch.alerts import Alert
@@ -51,12 +51,7 @@ DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-
 
 
 def _desk(data_dir: Path, purpose: str, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call one method of the watch desk as the local operator, with `purpose` audited."""
-    try:
-        with open_vault(data_dir) as vault:
-            return getattr(vault.watch, method)(local_operator(purpose), *args, **kwargs)
-    except LabvaultError as exc:
-        raise fail(exc) from None
+    return call_desk(data_dir, "watch", purpose, method, *args, **kwargs)
 
 
 def _alert_id(value: str) -> uuid.UUID:

@@ -20,6 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from labvault.access.account_rules import AccessEvent
 from labvault.audit.sink import AuditEvent
 from labvault.watch.alerts import Finding, Severity
 from labvault.watch.config import WatchConfig
@@ -38,12 +39,11 @@ from labvault.watch.state import (
 )
 
 DATA = READS | WRITES | {SEARCH}
-LOGIN_SUCCESS = "access:login:success"
-LOGIN_FAILURE = "access:login:failure"
-LOGIN_PASSWORD = "access:login:password"  # noqa: S105 - an event name
-MFA_FAILURE = "access:mfa:failure"
-RESET = "access:account:reset-mfa"
-ENROLLED = "access:enrolment:complete"
+LOGIN_SUCCESS = AccessEvent.LOGIN_SUCCESS
+LOGIN_FAILURE = AccessEvent.LOGIN_FAILURE
+LOGIN_PASSWORD = AccessEvent.LOGIN_PASSWORD
+MFA_FAILURE = AccessEvent.MFA_FAILURE
+RESET = AccessEvent.ACCOUNT_RESET_MFA
 
 
 class ContextRule:
