@@ -46,6 +46,8 @@ class Permission(StrEnum):
     # Unlock an account locked by the automatic response: an admin and the DPO must both ask.
     ACCOUNT_UNLOCK = "access:account:unlock"
     HONEYTOKEN_MANAGE = "watch:honeytoken:manage"  # seed decoy patients, list their contacts
+    # Record an incident and compute its scope from the audit log: internal ids, categories.
+    BREACH_MANAGE = "breach:incident:manage"
 
 
 P = Permission
@@ -59,7 +61,7 @@ POLICY: dict[Role, frozenset[Permission]] = {
                                P.RESULT_WRITE, P.RESULT_VALIDATE, P.PATIENT_EXPORT}),
     Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
                          P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH, P.ACCOUNT_APPROVE,
-                         P.ALERT_READ, P.ALERT_ACK, P.ACCOUNT_UNLOCK}),
+                         P.ALERT_READ, P.ALERT_ACK, P.ACCOUNT_UNLOCK, P.BREACH_MANAGE}),
     Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.ACCOUNT_APPROVE, P.TOKEN_MANAGE,
                            P.MIGRATION_READ, P.AUDIT_HEALTH, P.ALERT_READ, P.ACCOUNT_UNLOCK}),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),

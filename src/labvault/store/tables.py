@@ -367,6 +367,37 @@ alert_delivery = Table(
     Column("reason", String(200), nullable=True),
 )
 
+# Incidents (suspected breaches): the description is sealed (it may name people); the vector
+# is one of a fixed list. The deadline is GDPR article 33's 72 hours from detection.
+incident = Table(
+    "incident", metadata,
+    Column("id", Uuid, primary_key=True),
+    _ts("opened_at"),
+    _ts("detected_at"),
+    _ts("deadline_at"),
+    Column("vector", String(30), nullable=False),
+    *_sealed("description"),
+    Column("status", String(20), nullable=False),  # open | closed
+    Column("opened_by", String(200), nullable=False),
+)
+
+# A scope computed for an incident: the selectors, the signed document (internal patient ids
+# and data categories, no value) and its digest. The same selectors over the same log give
+# the same document.
+incident_scope = Table(
+    "incident_scope", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Uuid, ForeignKey("incident.id"), nullable=False, index=True),
+    _ts("computed_at"),
+    Column("computed_by", String(200), nullable=False),
+    Column("selectors", Text, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("patients", Integer, nullable=False),
+)
+
 migration = Table(
     "migration", metadata,
     Column("id", Uuid, primary_key=True),

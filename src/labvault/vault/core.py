@@ -58,6 +58,7 @@ from labvault.vault.imports import ImportDesk
 from labvault.watch.shape import SEARCH_SHAPE_KEY, SearchShape
 
 if TYPE_CHECKING:
+    from labvault.breach.desk import BreachDesk
     from labvault.vault.accounts import AccountDesk
     from labvault.vault.audit import AuditDesk
     from labvault.vault.results import ResultDesk
@@ -139,6 +140,13 @@ class Vault:
         from labvault.vault.results import ResultDesk
 
         return ResultDesk(self)
+
+    @cached_property
+    def breach(self) -> BreachDesk:
+        """Incidents and their scopes, computed from the audit log and signed."""
+        from labvault.breach.desk import BreachDesk
+
+        return BreachDesk(self)
 
     @cached_property
     def watch(self) -> WatchDesk:
