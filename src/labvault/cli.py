@@ -19,6 +19,7 @@ from labvault.access.commands import accounts_app
 from labvault.access.principal import local_operator
 from labvault.api.serve import serve
 from labvault.audit.commands import audit_app
+from labvault.breach.commands import breach_app
 from labvault.cli_support import (
     DEMO_DIR,
     DEMO_MARKER,
@@ -62,6 +63,7 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(breach_app, name="breach")
 app.command("serve")(serve)
 app.command("simulate")(simulate)
 app.add_typer(alerts_app, name="alerts")

@@ -51,8 +51,9 @@ def test_the_scope_is_exactly_what_the_thief_got(vault, lab, clock, dpo) -> None
     inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
                                      description="Compte biologiste utilisé depuis l'étranger")
     assert inc.deadline_at == inc.detected_at + timedelta(hours=72)
+    paris = start.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))  # any offset
     scope = vault.breach.scope(dpo, inc.id, Selectors(actor=f"account:{victim}",
-                                                      source=THIEF_SOURCE, since=start))
+                                                      source=THIEF_SOURCE, since=paris))
     got = {uuid.UUID(p["id"]): p["categories"] for p in scope.document["patients"]}
     assert set(got) == {r.id for r in read} | {r.id for r in searched}
     assert all(set(got[r.id]) >= {"identity", "results", "comments", "nir"} for r in read)
@@ -128,3 +129,49 @@ def test_incidents_are_the_dpos_and_their_description_is_sealed(vault, lab, cloc
               for e in vault._audit.events("breach:incident:manage")]
     assert events == [("denied", None), ("allowed", "open"), ("allowed", "list")]
     assert inc.status == "open"
+
+
+def test_breach_commands(tmp_path) -> None:
+    import json as json_
+    import stat
+
+    from typer.testing import CliRunner
+
+    from labvault import FixedClock, Settings, Vault, local_operator
+    from labvault.cli import app
+
+    data_dir = tmp_path / "vault"
+    clock = FixedClock(__import__("datetime").datetime(2026, 3, 2, 8, 0,
+                                                       tzinfo=__import__("datetime").UTC))
+    vault = Vault.init(Settings.embedded(data_dir), clock=clock)
+    try:
+        recs = list(SyntheticLab(seed=5, results_per_patient=1).records(8))
+        vault.put_patients(local_operator("test"), recs)
+        thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, THIEF_SOURCE, "care")
+        for r in recs[:3]:
+            vault.get_record(thief, r.id)
+    finally:
+        vault.close()
+    runner = CliRunner()
+
+    def lv(*args: str):
+        result = runner.invoke(app, [*args, "-d", str(data_dir)],
+                               env={"COLUMNS": "200", "LABVAULT_HOME": ""})
+        assert all(r.patient.last_name not in result.output for r in recs)
+        return result
+
+    r = lv("breach", "open", "--vector", "stolen-credentials", "--description", "compte volé",
+           "--detected-at", "2026-03-02T10:00:00+01:00")
+    assert r.exit_code == 0, r.output
+    assert "before 2026-03-05 09:00 UTC" in r.output  # 72 h after 10:00 in Paris
+    incident_id = r.output.split()[1]
+    r = lv("breach", "list")
+    assert incident_id in r.output and "stolen-credentials" in r.output
+    out = tmp_path / "scope.json"
+    r = lv("breach", "scope", incident_id, "--source", "203.0.113.0/24", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "3 patients reached by 3 events" in r.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    saved = json_.loads(out.read_text())
+    assert {p["id"] for p in saved["document"]["patients"]} == {str(r.id) for r in recs[:3]}
+    assert lv("breach", "scope", incident_id, "--out", str(out)).exit_code == 2  # no selector

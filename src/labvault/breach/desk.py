@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from labvault.access.account_rules import aware
@@ -78,6 +78,7 @@ class BreachDesk:
             raise InvalidRecord("vector", f"one of {', '.join(VECTORS)}")
         if detected_at.tzinfo is None:
             raise InvalidRecord("detected_at", "needs a time zone")
+        detected_at = detected_at.astimezone(UTC)  # stored as UTC (SQLite keeps no offset)
         text = description.strip()
         if not 1 <= len(text) <= 5000:
             raise InvalidRecord("description", "1 to 5000 characters")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, insert, select
@@ -61,10 +61,10 @@ class BreachStore:
         e = audit_event.c
         q = select(e.seq, e.at, e.actor, e.source, e.action, e.patient_ids, e.categories).where(
             e.seq <= up_to_seq, e.action.in_(list(actions)), e.outcome == "allowed")
-        if since is not None:
-            q = q.where(e.at >= since)
+        if since is not None:  # compared in UTC: SQLite stores times without their offset
+            q = q.where(e.at >= since.astimezone(UTC))
         if until is not None:
-            q = q.where(e.at < until)
+            q = q.where(e.at < until.astimezone(UTC))
         if actor is not None:
             q = q.where((e.actor == actor) | e.actor.startswith(actor + "/", autoescape=True))
         q = q.order_by(e.seq)

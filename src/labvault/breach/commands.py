@@ -1,0 +1,101 @@
+"""``labvault breach …``: record an incident and compute its scope. Thin: the local operator's
+principal and the breach desk (every command is audited)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labvault.breach.desk import VECTORS
+from labvault.breach.scope import Selectors
+from labvault.cli_support import DataDir, call_desk, console, err
+from labvault.config import DEFAULT_DATA_DIR
+from labvault.errors import InvalidRecord
+
+breach_app = typer.Typer(help="Breach response: incidents and their scope from the audit log.",
+                         no_args_is_help=True)
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        err.print(f"error: {option} must be an ISO 8601 time, e.g. 2026-03-02T08:30:00+01:00")
+        raise typer.Exit(2) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@breach_app.command("open")
+def open_incident(
+    vector: Annotated[str, typer.Option(help=f"One of: {', '.join(VECTORS)}.")],
+    description: Annotated[str, typer.Option(help="What is known (stored sealed).")],
+    detected_at: Annotated[str | None, typer.Option(
+        help="When the breach was detected (ISO 8601; default: now).")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Record a suspected breach; the 72-hour clock of GDPR article 33 starts at detection."""
+    at = _when(detected_at, "--detected-at") or datetime.now(UTC)
+    inc = call_desk(data_dir, "breach", "incident response", "open_incident", detected_at=at,
+                    vector=vector, description=description)
+    console.print(f"incident {inc.id} opened; notify the regulator before "
+                  f"{inc.deadline_at:%Y-%m-%d %H:%M %Z}", highlight=False)
+
+
+@breach_app.command("list")
+def list_incidents(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Incidents, oldest first (no description: `show` would print it)."""
+    for inc in call_desk(data_dir, "breach", "incident review", "incidents"):
+        console.print(f"{inc.id}  {inc.status:6}  {inc.vector:20}  detected "
+                      f"{inc.detected_at:%Y-%m-%d %H:%M}  deadline {inc.deadline_at:%Y-%m-%d %H:%M}",
+                      highlight=False)
+
+
+@breach_app.command("scope")
+def scope_incident(
+    incident_id: str,
+    out: Annotated[Path, typer.Option(help="File (0600) for the signed scope document.")],
+    actor: Annotated[str | None, typer.Option(help="account:<id> (its tokens included).")] = None,
+    token: Annotated[str | None, typer.Option(help="An API token's id.")] = None,
+    source: Annotated[str | None, typer.Option(help="An address or a network (CIDR).")] = None,
+    since: Annotated[str | None, typer.Option(help="Window start (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (ISO 8601).")] = None,
+    up_to_seq: Annotated[int | None, typer.Option(
+        help="Reproduce a scope: the audit position it was computed at.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Which patients the selected activity reached, and which of their data: the signed
+    document (internal ids and categories) goes to --out; totals are printed."""
+    try:
+        iid = uuid.UUID(incident_id)
+        selectors = Selectors(actor=actor, token=token, source=source,
+                              since=_when(since, "--since"), until=_when(until, "--until"))
+    except ValueError:
+        err.print("error: the incident id must be a UUID (see `labvault breach list`)")
+        raise typer.Exit(2) from None
+    except InvalidRecord as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    scope = call_desk(data_dir, "breach", "incident scope", "scope", iid, selectors,
+                      up_to_seq=up_to_seq)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"document": scope.document, "signature": scope.signature.hex(),
+                   "key_id": scope.key_id, "digest": scope.digest.hex()}, f, sort_keys=True)
+    totals = scope.document["totals"]
+    console.print(f"{totals['patients']} patients reached by {scope.document['events']} events "
+                  f"(audit up to event {scope.document['audit']['up_to_seq']}); by category: "
+                  + ", ".join(f"{k} {v}" for k, v in totals["by_category"].items()),
+                  highlight=False, soft_wrap=True)
+    console.print(f"signed scope written to {out} (key {scope.key_id})", highlight=False)
+
+
+__all__ = ["breach_app"]
