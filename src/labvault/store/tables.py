@@ -140,6 +140,9 @@ result = Table(
     Column("position", Integer, nullable=False),
     _ts("created_at"),
     *_sealed(*RESULT_SEALED),
+    # The breach classifier's findings (special categories), sealed under the patient's key as
+    # a fixed-size bit mask: a row with findings looks like a row without.
+    Column("findings", LargeBinary, nullable=True),
 )
 
 comment = Table(
@@ -152,6 +155,7 @@ comment = Table(
     Column("position", Integer, nullable=False),
     _ts("created_at"),
     *_sealed(*COMMENT_SEALED),
+    Column("findings", LargeBinary, nullable=True),  # special categories and identifier kinds
 )
 
 attachment = Table(
@@ -396,6 +400,39 @@ incident_scope = Table(
     Column("signature", LargeBinary(64), nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("patients", Integer, nullable=False),
+)
+
+# A message to a person about their data: an article 34 notice of an incident, or the answer
+# to an exposure check, sent out of band to the contact on file. The verification code is
+# kept only as a keyed hash; the delivery outcome (attempts, errors, provider id) is sealed.
+breach_notice = Table(
+    "breach_notice", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("kind", String(20), nullable=False),  # incident | exposure-answer
+    Column("incident_id", Uuid, ForeignKey("incident.id"), nullable=True, index=True),
+    Column("patient_id", Uuid, nullable=False, index=True),
+    Column("channel", String(10), nullable=False),  # email | sms
+    Column("code_tag", LargeBinary(32), nullable=False, unique=True),
+    _ts("created_at"),
+    Column("state", String(12), nullable=False),  # queued | done
+    Column("attempts", Integer, nullable=False),
+    _ts("next_attempt_at", nullable=True),
+    *_sealed("delivery"),
+)
+Index("ix_breach_notice_queue", breach_notice.c.state, breach_notice.c.next_attempt_at)
+
+# A signed certificate of erasure (retention runs): what was crypto-shredded, when, under which
+# policy; internal ids only.
+erasure_certificate = Table(
+    "erasure_certificate", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ts("issued_at"),
+    Column("kind", String(20), nullable=False),
+    Column("issued_by", String(200), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
 )
 
 migration = Table(
