@@ -13,13 +13,12 @@ variable that holds them.
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labvault.errors import ConfigurationError
+from labvault.config_file import merge, read_toml
 
 WATCH_FILE = "watch.toml"
 
@@ -114,54 +113,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict[str, Any], doc: Mapping[str, Any], path: str) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in doc.items():
-        where = f"{path}.{key}" if path else key
-        if key not in base:
-            if path in ("channels", "volume.limits", "volume.write_limits"):  # a channel, a role
-                out[key] = value
-                continue
-            raise ConfigurationError(f"{WATCH_FILE}: unknown setting {where}")
-        default = base[key]
-        if isinstance(default, dict):
-            if not isinstance(value, Mapping):
-                raise ConfigurationError(f"{WATCH_FILE}: {where} must be a table")
-            out[key] = _merge(default, value, where)
-        elif not _same_kind(default, value):
-            raise ConfigurationError(
-                f"{WATCH_FILE}: {where} must be a {type(default).__name__}")
-        else:
-            out[key] = value
-    return out
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float)
-    return isinstance(value, type(default))
-
-
 @dataclass(frozen=True)
 class WatchConfig:
     doc: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> WatchConfig:
-        return cls(_merge(DEFAULTS, doc, ""))
+        return cls(merge(DEFAULTS, doc, WATCH_FILE,
+                         ("channels", "volume.limits", "volume.write_limits")))
 
     @classmethod
     def load(cls, data_dir: Path) -> WatchConfig:
-        path = data_dir / WATCH_FILE
-        try:
-            doc = tomllib.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
-            return cls()
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{path} is not valid TOML (line {exc.lineno})") from None
-        return cls.from_mapping(doc)
+        doc = read_toml(data_dir / WATCH_FILE)
+        return cls() if doc is None else cls.from_mapping(doc)
 
     def __getitem__(self, section: str) -> Any:
         return self.doc[section]

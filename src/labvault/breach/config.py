@@ -1,0 +1,89 @@
+"""Breach response settings: ``breach.toml`` in the data directory (optional).
+
+``[controller]`` names the data controller and its data-protection officer (article 33(3)(b)
+asks for the DPO's contact) and the regional health agency that receives the report of a
+serious incident. ``[notices]`` governs messages to people: the address of the public
+verification page printed in every message, the sender, the rate (messages per second, all
+channels together) and the retry policy. ``[smtp]`` and ``[sms]`` are the two delivery
+channels; a channel without a host (a URL) is not configured and its messages wait in the
+queue. Secrets are never in the file: the channel names the environment variable that holds
+them. ``[exposure]`` rate-limits the public exposure check, ``[retention]`` sets the terms
+(docs/breach.md lists every value).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labvault.config_file import merge, read_toml
+
+BREACH_FILE = "breach.toml"
+
+DEFAULTS: dict[str, Any] = {
+    "controller": {
+        "name": "",  # the laboratory (data controller)
+        "finess": "",  # its FINESS number (legal entity)
+        "address": "",
+        "dpo_name": "",
+        "dpo_email": "",
+        "dpo_phone": "",
+        "regional_agency": "",  # e.g. "ARS Île-de-France"
+        "regional_agency_email": "",
+    },
+    "notices": {
+        "public_url": "",  # the verification page, printed in every message
+        "sender_name": "",
+        "sender_email": "",
+        "per_second": 50.0,  # all channels together
+        "max_attempts": 5,
+        "retry_after_seconds": 300,  # doubled at each further attempt
+    },
+    "smtp": {
+        "host": "",
+        "port": 587,
+        "starttls": True,
+        "username": "",
+        "password_env": "",  # the environment variable that holds the password
+        "cafile": "",  # a CA bundle for a private relay; the system's by default
+    },
+    "sms": {
+        "url": "",  # the gateway's HTTPS endpoint (docs/breach.md: request format)
+        "token_env": "",  # the environment variable that holds the bearer token
+        "sender": "",
+        "timeout_seconds": 10.0,
+    },
+    "exposure": {
+        "per_source_per_hour": 5,  # public exposure checks from one address (or /64)
+        "per_identity_per_day": 3,  # answers sent to one person out of band
+    },
+    "retention": {
+        # Years after which data is crypto-shredded, by category (docs/breach.md: sources).
+        "results_years": 10,
+        "inactive_patient_years": 10,
+        "staging_days": 30,
+    },
+}
+
+
+@dataclass(frozen=True)
+class BreachConfig:
+    doc: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> BreachConfig:
+        return cls(merge(DEFAULTS, doc, BREACH_FILE))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> BreachConfig:
+        doc = read_toml(data_dir / BREACH_FILE)
+        return cls() if doc is None else cls.from_mapping(doc)
+
+    def __getitem__(self, section: str) -> Any:
+        return self.doc[section]
+
+
+__all__ = ["BREACH_FILE", "DEFAULTS", "BreachConfig"]
