@@ -142,7 +142,7 @@ result = Table(
     *_sealed(*RESULT_SEALED),
     # The breach classifier's findings (special categories), sealed under the patient's key as
     # a fixed-size bit mask: a row with findings looks like a row without.
-    Column("findings", LargeBinary, nullable=True),
+    *_sealed("findings"),
 )
 
 comment = Table(
@@ -155,7 +155,7 @@ comment = Table(
     Column("position", Integer, nullable=False),
     _ts("created_at"),
     *_sealed(*COMMENT_SEALED),
-    Column("findings", LargeBinary, nullable=True),  # special categories and identifier kinds
+    *_sealed("findings"),  # special categories and identifier kinds
 )
 
 attachment = Table(

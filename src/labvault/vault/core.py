@@ -30,6 +30,7 @@ from labvault.access.principal import Principal
 from labvault.audit.copy import JOURNAL_KEY, AuditTrail, copy_from_setting
 from labvault.audit.log import ChainedAuditLog
 from labvault.audit.sink import AuditEvent, AuditSink
+from labvault.breach import findings
 from labvault.clock import Clock, SystemClock
 from labvault.config import Settings
 from labvault.crypto.blind import NAME_BIRTH_INDEX, NIR_INDEX, BlindIndex
@@ -309,7 +310,11 @@ class Vault:
                 rrow = _seal(cipher, "result",
                              _result_ref(res.id, pid, order.id, result_position), res, codec.RESULT)
                 rrow.update(id=res.id, order_id=order.id, patient_id=pid,
-                            position=result_position, created_at=now)
+                            position=result_position, created_at=now,
+                            findings=cipher.seal(
+                                "result", "findings",
+                                _result_ref(res.id, pid, order.id, result_position),
+                                findings.of_result(res.code_system, res.code, res.label)))
                 batch.results.append(rrow)
                 for c in res.comments:
                     position += 1
@@ -328,11 +333,11 @@ class Vault:
     @staticmethod
     def _comment_row(cipher: FieldCipher, c: Comment, pid: uuid.UUID, order_id: uuid.UUID,
                      result_id: uuid.UUID | None, position: int, now: Any) -> dict[str, Any]:
+        ref = _comment_ref(c.id, pid, order_id, result_id, position)
         return {"id": c.id, "patient_id": pid, "order_id": order_id, "result_id": result_id,
                 "position": position, "created_at": now,
-                "text": cipher.seal("comment", "text",
-                                    _comment_ref(c.id, pid, order_id, result_id, position),
-                                    c.text.encode("utf-8"))}
+                "text": cipher.seal("comment", "text", ref, c.text.encode("utf-8")),
+                "findings": cipher.seal("comment", "findings", ref, findings.of_comment(c.text))}
 
     # -- searching -----------------------------------------------------------------------------
     def find_patients(self, principal: Principal, *, nir: str | None = None,
