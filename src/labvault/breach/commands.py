@@ -67,6 +67,12 @@ def scope_incident(
     source: Annotated[str | None, typer.Option(help="An address or a network (CIDR).")] = None,
     since: Annotated[str | None, typer.Option(help="Window start (ISO 8601).")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (ISO 8601).")] = None,
+    key: Annotated[int | None, typer.Option(
+        help="A compromised master key version: every patient whose key it wraps.")] = None,
+    staging: Annotated[str | None, typer.Option(
+        help="A leaked staging area (migration id): the patients it held.")] = None,
+    staging_key_compromised: Annotated[bool, typer.Option(
+        help="The staging area's key leaked too (the data left decrypted).")] = False,
     up_to_seq: Annotated[int | None, typer.Option(
         help="Reproduce a scope: the audit position it was computed at.")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -76,7 +82,9 @@ def scope_incident(
     try:
         iid = uuid.UUID(incident_id)
         selectors = Selectors(actor=actor, token=token, source=source,
-                              since=_when(since, "--since"), until=_when(until, "--until"))
+                              since=_when(since, "--since"), until=_when(until, "--until"),
+                              key=key, staging=staging,
+                              staging_key_compromised=staging_key_compromised)
     except ValueError:
         err.print("error: the incident id must be a UUID (see `labvault breach list`)")
         raise typer.Exit(2) from None
@@ -93,7 +101,11 @@ def scope_incident(
     totals = scope.document["totals"]
     console.print(f"{totals['patients']} patients reached by {scope.document['events']} events "
                   f"(audit up to event {scope.document['audit']['up_to_seq']}); by category: "
-                  + ", ".join(f"{k} {v}" for k, v in totals["by_category"].items()),
+                  + ", ".join(f"{k} {v}" for k, v in totals["by_category"].items())
+                  + "; special categories: "
+                  + (", ".join(f"{k} {v}" for k, v in totals["by_special"].items()) or "none")
+                  + "; exposure: "
+                  + ", ".join(f"{k} {v}" for k, v in totals["by_exposure"].items()),
                   highlight=False, soft_wrap=True)
     console.print(f"signed scope written to {out} (key {scope.key_id})", highlight=False)
 

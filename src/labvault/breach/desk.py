@@ -21,6 +21,7 @@ from labvault.access.account_rules import aware
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
 from labvault.breach import scope as scoping
+from labvault.breach.special import add_special
 from labvault.crypto.envelope import AesGcmFieldCipher
 from labvault.crypto.signing import Signer
 from labvault.errors import InvalidRecord, NotFound
@@ -117,10 +118,7 @@ class BreachDesk:
         head, head_hash = self._store.head_seq()
         seq = head if up_to_seq is None else min(up_to_seq, head)
         at_hash = head_hash if seq == head else self._store.hash_at(seq)
-        rows = self._store.events(up_to_seq=seq, actions=scoping.SCOPED_ACTIONS,
-                                  since=selectors.since, until=selectors.until,
-                                  actor=selectors.actor)
-        document = scoping.compute(rows, selectors, seq, at_hash)
+        document = self._document(selectors, seq, at_hash)
         document["incident"] = str(incident_id)
         digest = scoping.digest(document)
         signer = Signer(self._vault._keys)
@@ -136,6 +134,32 @@ class BreachDesk:
             "document": scoping.canonical(document).decode("utf-8"), "digest": digest,
             "signature": signature, "key_id": signer.key_id, "patients": len(listed)})
         return Scope(scope_id, incident_id, document, digest, signature, signer.key_id)
+
+    def _document(self, selectors: scoping.Selectors, seq: int,
+                  at_hash: bytes) -> dict[str, Any]:
+        """The scope on its basis (log, key or staging area), with special categories."""
+        migration_id = None
+        if selectors.basis == "audit":
+            rows = self._store.events(up_to_seq=seq, actions=scoping.SCOPED_ACTIONS,
+                                      since=selectors.since, until=selectors.until,
+                                      actor=selectors.actor)
+            document = scoping.compute(rows, selectors, seq, at_hash)
+        elif selectors.basis == "key":
+            if selectors.key not in self._vault._keys.versions():
+                raise InvalidRecord("key", "no such master key version")
+            ids = self._vault._keystore.patients_under(selectors.key)
+            document = scoping.whole_records(ids, selectors, seq, at_hash, "decrypted")
+        else:
+            migration_id = uuid.UUID(selectors.staging)
+            if not self._store.migration_exists(migration_id):
+                raise NotFound("migration", migration_id)
+            exposure = "decrypted" if selectors.staging_key_compromised else "sealed"
+            document = scoping.whole_records(self._store.staged_patients(migration_id),
+                                             selectors, seq, at_hash, exposure)
+            # Units that failed validation name no stored patient but were in the area.
+            document["quarantined_units"] = self._store.quarantined(migration_id)
+        add_special(self._vault, self._store, document, migration_id)
+        return document
 
 
 __all__ = ["VECTORS", "BreachDesk", "Incident", "Scope"]

@@ -17,6 +17,18 @@ comments        comments
 attachments     attachments
 =============== ==========================================================================
 
+Two other bases name the patients without the log. A master key version known to be
+compromised (``key``): every patient whose data key is wrapped under it, whole record, decrypted.
+A staging area known to have leaked (``staging``): the patients imported through that
+migration, whole record, *sealed* when the staging key stayed safe (the article 34(3)(a)
+exemption may then apply) and decrypted when it did not; quarantined units, which name no
+stored patient, are counted apart.
+
+Special categories (art. 9) come from the findings sealed beside each result and comment when
+they were stored (`labvault.breach.findings`), for the records an event exposed and that existed
+then; identifiers found in an exposed comment add their categories (a NIR typed in a comment
+exposes the NIR).
+
 The scope is reproducible: it is computed over the log up to a position (the head when it is
 first computed), and names that position and the chain hash there, so the same selectors over
 the same log give the same document, byte for byte. The document is canonical JSON (sorted
@@ -48,22 +60,44 @@ CATEGORY_MAP: dict[str, tuple[str, ...]] = {
     "comments": ("comments",),
     "attachments": ("attachments",),
 }
-DOCUMENT_VERSION = 1
+WHOLE_RECORD = ("identity", "administrative", "orders", "results", "comments", "attachments")
+DOCUMENT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Selectors:
-    """What an incident concerns; at least one of actor, token, source is required."""
+    """What an incident concerns: activity in the log (an actor, a token, a source, within a
+    window), or a compromised master key version, or a leaked staging area."""
 
     actor: str | None = None  # account:<id> (its tokens included) or an exact actor
     token: str | None = None  # an API token's id
     source: str | None = None  # an address or a network (CIDR)
     since: datetime | None = None
     until: datetime | None = None
+    key: int | None = None  # a master key version
+    staging: str | None = None  # a migration's id
+    staging_key_compromised: bool = False
+
+    @property
+    def basis(self) -> str:
+        return "key" if self.key is not None else "staging" if self.staging else "audit"
 
     def __post_init__(self) -> None:
-        if not (self.actor or self.token or self.source):
-            raise InvalidRecord("selectors", "name an actor, a token or a source")
+        audit = bool(self.actor or self.token or self.source)
+        if audit + (self.key is not None) + bool(self.staging) != 1:
+            raise InvalidRecord("selectors", "name an actor, a token or a source; or a key; "
+                                "or a staging area (one of the three)")
+        if self.staging_key_compromised and not self.staging:
+            raise InvalidRecord("staging_key_compromised", "only with a staging area")
+        if self.staging is not None:
+            try:
+                uuid.UUID(self.staging)
+            except ValueError:
+                raise InvalidRecord("staging", "not a migration id") from None
+        if self.key is not None and self.key < 1:
+            raise InvalidRecord("key", "a master key version (1 or more)")
+        if (self.since or self.until) and not audit:
+            raise InvalidRecord("since", "a window applies to activity in the log only")
         if self.token is not None:
             try:
                 uuid.UUID(self.token)
@@ -79,7 +113,7 @@ class Selectors:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v)
-                for k, v in asdict(self).items() if v is not None}
+                for k, v in asdict(self).items() if v is not None and v is not False}
 
 
 def _source_matches(network: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
@@ -118,20 +152,46 @@ def compute(rows: Iterable[Any], selectors: Selectors, up_to_seq: int,
             pid = str(uuid.UUID(hex_id))
             p = patients.get(pid)
             if p is None:
-                p = patients[pid] = {"categories": set(), "events": 0, "first": at, "last": at}
+                p = patients[pid] = {"categories": set(), "events": 0, "first": at, "last": at,
+                                     "exposure": "decrypted"}
             p["categories"] |= exposed
             p["events"] += 1
             p["last"] = at
-    listed = [{"id": pid, "categories": sorted(p["categories"]), "events": p["events"],
-               "first": p["first"], "last": p["last"]} for pid, p in sorted(patients.items())]
-    totals: dict[str, int] = {}
+    return _document(selectors, up_to_seq, head_hash, patients, sorted(actors), events)
+
+
+def whole_records(patient_ids: Iterable[uuid.UUID], selectors: Selectors, up_to_seq: int,
+                  head_hash: bytes, exposure: str) -> dict[str, Any]:
+    """The scope of a compromised key or staging area: whole records, no event, no time."""
+    exposed = {c for cat in WHOLE_RECORD for c in CATEGORY_MAP[cat]}
+    patients = {str(pid): {"categories": set(exposed), "events": 0, "first": None,
+                           "last": None, "exposure": exposure} for pid in patient_ids}
+    return _document(selectors, up_to_seq, head_hash, patients, [], 0)
+
+
+def _document(selectors: Selectors, up_to_seq: int, head_hash: bytes,
+              patients: dict[str, dict[str, Any]], actors: list[str],
+              events: int) -> dict[str, Any]:
+    listed = [{"id": pid, "categories": sorted(p["categories"]), "special": [],
+               "exposure": p["exposure"], "events": p["events"], "first": p["first"],
+               "last": p["last"]} for pid, p in sorted(patients.items())]
+    document = {"version": DOCUMENT_VERSION, "basis": selectors.basis,
+                "selectors": selectors.as_dict(),
+                "audit": {"up_to_seq": up_to_seq, "chain_hash": head_hash.hex()},
+                "actors": actors, "events": events, "patients": listed}
+    document["totals"] = totals(listed)
+    return document
+
+
+def totals(listed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of people per data category, special category and kind of exposure."""
+    by: dict[str, dict[str, int]] = {"by_category": {}, "by_special": {}, "by_exposure": {}}
     for p in listed:
-        for c in p["categories"]:
-            totals[c] = totals.get(c, 0) + 1
-    return {"version": DOCUMENT_VERSION, "selectors": selectors.as_dict(),
-            "audit": {"up_to_seq": up_to_seq, "chain_hash": head_hash.hex()},
-            "actors": sorted(actors), "events": events, "patients": listed,
-            "totals": {"patients": len(listed), "by_category": dict(sorted(totals.items()))}}
+        for key, values in (("by_category", p["categories"]), ("by_special", p["special"]),
+                            ("by_exposure", [p["exposure"]])):
+            for v in values:
+                by[key][v] = by[key].get(v, 0) + 1
+    return {"patients": len(listed), **{k: dict(sorted(v.items())) for k, v in by.items()}}
 
 
 def canonical(document: dict[str, Any]) -> bytes:
@@ -143,4 +203,5 @@ def digest(document: dict[str, Any]) -> bytes:
     return hashlib.sha256(canonical(document)).digest()
 
 
-__all__ = ["CATEGORY_MAP", "SCOPED_ACTIONS", "Selectors", "canonical", "compute", "digest"]
+__all__ = ["CATEGORY_MAP", "SCOPED_ACTIONS", "WHOLE_RECORD", "Selectors", "canonical", "compute",
+           "digest", "totals", "whole_records"]

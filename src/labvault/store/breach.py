@@ -7,10 +7,20 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, insert, select
+from sqlalchemy import Engine, Row, func, insert, select
 
 from labvault.store.engine import guarded
-from labvault.store.tables import audit_event, incident, incident_scope
+from labvault.store.tables import (
+    audit_event,
+    comment,
+    import_unit,
+    incident,
+    incident_scope,
+    migration,
+    order_provenance,
+    quarantine,
+    result,
+)
 
 
 class BreachStore:
@@ -70,6 +80,45 @@ class BreachStore:
         q = q.order_by(e.seq)
         with guarded("reading the audit log"), self.engine.connect() as conn:
             yield from conn.execution_options(yield_per=yield_per).execute(q)
+
+    def migration_exists(self, migration_id: uuid.UUID) -> bool:
+        q = select(migration.c.id).where(migration.c.id == migration_id)
+        with guarded("reading migrations"), self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    def staged_patients(self, migration_id: uuid.UUID) -> list[uuid.UUID]:
+        """Patients stored from a migration's staged units (each once)."""
+        q = select(import_unit.c.patient_id).where(
+            import_unit.c.migration_id == migration_id,
+            import_unit.c.patient_id.is_not(None)).distinct()
+        with guarded("reading import units"), self.engine.connect() as conn:
+            return sorted(conn.execute(q).scalars())
+
+    def quarantined(self, migration_id: uuid.UUID) -> int:
+        q = select(func.count()).select_from(quarantine).where(
+            quarantine.c.migration_id == migration_id)
+        with guarded("reading the quarantine"), self.engine.connect() as conn:
+            return conn.execute(q).scalar_one()
+
+    def finding_rows(self, patient_ids: Sequence[uuid.UUID],
+                     migration_id: uuid.UUID | None = None) -> Iterator[tuple[str, Row]]:
+        """("results" | "comments", row) of the given patients, with what opens their sealed
+        findings (never their text); only rows of orders a migration stored when it is given."""
+        r, c = result.c, comment.c
+        queries = [
+            ("results", select(r.id, r.patient_id, r.order_id, r.position, r.created_at,
+                               r.findings).where(r.patient_id.in_(patient_ids))),
+            ("comments", select(c.id, c.patient_id, c.order_id, c.result_id, c.position,
+                                c.created_at, c.findings).where(c.patient_id.in_(patient_ids)))]
+        with guarded("reading findings"), self.engine.connect() as conn:
+            for kind, q in queries:
+                if migration_id is not None:
+                    table = result if kind == "results" else comment
+                    q = q.where(table.c.order_id.in_(
+                        select(order_provenance.c.order_id).where(
+                            order_provenance.c.migration_id == migration_id)))
+                for row in conn.execute(q):
+                    yield kind, row
 
 
 __all__ = ["BreachStore"]

@@ -83,6 +83,12 @@ class KeyStore:
             q = select(data_key.c.kek_version, func.count()).group_by(data_key.c.kek_version)
             return {v: n for v, n in conn.execute(q)}
 
+    def patients_under(self, kek_version: int) -> list[uuid.UUID]:
+        """Patients whose data key is wrapped under a master key version."""
+        q = select(data_key.c.patient_id).where(data_key.c.kek_version == kek_version)
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(q).scalars())
+
     def iter_version(self, kek_version: int, batch: int = 1000) -> Iterator[list[WrappedKey]]:
         """Batches of keys still wrapped under `kek_version` (re-queried: callers rewrap them)."""
         while True:

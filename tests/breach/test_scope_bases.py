@@ -1,0 +1,129 @@
+"""Special categories in a scope, from the findings sealed at storage time; scopes of a
+compromised master key and of a leaked staging area."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from labvault.access.principal import Principal, Role
+from labvault.breach import findings
+from labvault.breach.classify import SpecialCategory, classify_record
+from labvault.breach.scope import Selectors
+from labvault.domain.records import Comment, PatientRecord, Result
+from labvault.errors import InvalidRecord, NotFound
+from labvault.ingest.base import Parsed, Position
+from labvault.store.tables import comment, result
+from labvault.synthetic import SyntheticLab
+
+PLAN = json.dumps({"labvault_plan": 1, "created_at": "2026-03-02T08:30:00+00:00", "created_by": "t",
+                   "sources": [{"index": 0, "name": "x.hl7", "format": "hl7v2", "size": 0,
+                                "sha256": "", "units": 0}]}).encode()
+HIV = Result(code_system="LN", code="31201-7", label="Sérologie VIH 1+2", value="négatif")
+GLUCOSE = Result(code_system="LN", code="2345-7", label="Glucose", value="5.1")
+
+
+def with_first_order(record: PatientRecord, results: tuple[Result, ...],
+                     comments: tuple[Comment, ...] = ()) -> PatientRecord:
+    first = dataclasses.replace(record.orders[0], results=results, comments=comments)
+    return PatientRecord(record.patient, (first,))
+
+
+@pytest.fixture
+def dpo():
+    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
+
+
+@pytest.fixture
+def lab(vault, operator):
+    recs = list(SyntheticLab(seed=41, results_per_patient=1).records(6))
+    recs[0] = with_first_order(recs[0], (dataclasses.replace(HIV, id=uuid.uuid4()),))
+    recs[1] = with_first_order(recs[1], (dataclasses.replace(GLUCOSE, id=uuid.uuid4()),),
+                               (Comment("Patiente enceinte de 12 SA, n° sécu "
+                                        "2 84 05 75 056 123 64 à rappeler"),))
+    recs[2] = with_first_order(recs[2], (dataclasses.replace(GLUCOSE, id=uuid.uuid4()),),
+                               (Comment("Pas de cancer connu."),))
+    vault.put_patients(operator, recs)
+    return recs
+
+
+def test_findings_are_sealed_at_storage_and_all_the_same_size(vault, lab) -> None:
+    with vault._records.engine.connect() as conn:
+        sealed = [bytes(r.blob) for r in conn.execute(select(result.c.findings)).scalars()]
+        sealed += [bytes(r.blob) for r in conn.execute(select(comment.c.findings)).scalars()]
+    assert sealed and len({len(s) for s in sealed}) == 1  # HIV test or glucose: same length
+    assert findings.decode(findings.encode({SpecialCategory.HIV, SpecialCategory.CANCER},
+                                           {"iban"})) == (
+        {SpecialCategory.HIV, SpecialCategory.CANCER}, {"iban"})
+
+
+def test_special_categories_follow_what_was_exposed_and_when(vault, lab, operator, clock,
+                                                             dpo) -> None:
+    thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
+    vault.get_record(thief, lab[0].id)  # results: the HIV test is exposed
+    vault.get_record(thief, lab[1].id)  # comments: pregnancy, and a NIR typed in
+    vault.get_record(thief, lab[2].id)  # "pas de cancer": negated, nothing special
+    vault.get_patient(thief, lab[3].id)  # identity only: no result was exposed
+    clock.advance(timedelta(hours=1))  # an HIV test entered after the read was not exposed
+    vault.results.add_order(operator, lab[2].id, dataclasses.replace(
+        lab[2].orders[0], id=uuid.uuid4(), comments=(),
+        results=(dataclasses.replace(HIV, id=uuid.uuid4()),)))
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
+                                     description="x")
+    doc = vault.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id)).document
+    got = {uuid.UUID(p["id"]): p for p in doc["patients"]}
+    assert got[lab[0].id]["special"] == ["hiv"]
+    assert got[lab[1].id]["special"] == ["pregnancy"]
+    assert "nir" in got[lab[1].id]["categories"]
+    assert got[lab[2].id]["special"] == [] and got[lab[3].id]["special"] == []
+    assert {p["exposure"] for p in doc["patients"]} == {"decrypted"}
+    assert doc["version"] == 2 and doc["basis"] == "audit"
+    assert doc["totals"]["by_special"] == {"hiv": 1, "pregnancy": 1}
+    assert doc["totals"]["records"] == {"results": 3, "comments": 2, "unclassified": 0}
+
+
+def test_a_compromised_master_key_exposes_every_record_it_wraps(vault, lab, dpo,
+                                                                clock) -> None:
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="compromised-key",
+                                     description="x")
+    doc = vault.breach.scope(dpo, inc.id, Selectors(key=1)).document
+    assert {uuid.UUID(p["id"]) for p in doc["patients"]} == {r.id for r in lab}
+    assert doc["basis"] == "key" and doc["totals"]["by_exposure"] == {"decrypted": len(lab)}
+    expected = {str(r.id): sorted(c.value for c in classify_record(r).special) for r in lab}
+    assert {p["id"]: p["special"] for p in doc["patients"]} == expected
+    assert {"hiv", "pregnancy"} <= set(doc["totals"]["by_special"])
+    with pytest.raises(InvalidRecord):
+        vault.breach.scope(dpo, inc.id, Selectors(key=7))
+    with pytest.raises(InvalidRecord):
+        Selectors(key=1, source="10.0.0.0/8")
+
+
+def test_a_leaked_staging_area_is_sealed_unless_its_key_leaked(vault, operator, lab, dpo,
+                                                               clock) -> None:
+    mid = uuid.uuid4()
+    vault.imports.begin(operator, mid, PLAN, clock.now() + timedelta(days=30))
+    staged = list(SyntheticLab(seed=42, results_per_patient=1).records(3))
+    staged[0] = with_first_order(staged[0], (dataclasses.replace(HIV, id=uuid.uuid4()),))
+    units = [Parsed(i + 1, Position("x.hl7", i + 1), r, hashlib.sha256(r.id.bytes).digest(),
+                    source_patient_id=r.id.hex[:10]) for i, r in enumerate(staged)]
+    vault.imports.import_units(operator, mid, 0, units)
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="exposed-staging",
+                                     description="x")
+    sealed = vault.breach.scope(dpo, inc.id, Selectors(staging=str(mid))).document
+    ids = {uuid.UUID(p["id"]) for p in sealed["patients"]}
+    assert len(ids) == 3 and not ids & {r.id for r in lab}  # the lab's other patients: no
+    assert sealed["totals"]["by_exposure"] == {"sealed": 3}
+    assert {p["id"]: p["special"] for p in sealed["patients"]} == {
+        str(r.id): sorted(c.value for c in classify_record(r).special) for r in staged}
+    assert "hiv" in sealed["totals"]["by_special"] and sealed["quarantined_units"] == 0
+    both = vault.breach.scope(dpo, inc.id, Selectors(staging=str(mid),
+                                                     staging_key_compromised=True)).document
+    assert both["totals"]["by_exposure"] == {"decrypted": 3}
+    with pytest.raises(NotFound):
+        vault.breach.scope(dpo, inc.id, Selectors(staging=str(uuid.uuid4())))
