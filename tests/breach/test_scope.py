@@ -175,3 +175,5 @@ def test_breach_commands(tmp_path) -> None:
     saved = json_.loads(out.read_text())
     assert {p["id"] for p in saved["document"]["patients"]} == {str(r.id) for r in recs[:3]}
     assert lv("breach", "scope", incident_id, "--out", str(out)).exit_code == 2  # no selector
+    r = lv("breach", "classify-stored")  # every row was classified when stored
+    assert r.exit_code == 0 and "0 results and comments classified" in r.output, r.output

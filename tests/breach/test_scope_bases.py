@@ -127,3 +127,24 @@ def test_a_leaked_staging_area_is_sealed_unless_its_key_leaked(vault, operator, 
     assert both["totals"]["by_exposure"] == {"decrypted": 3}
     with pytest.raises(NotFound):
         vault.breach.scope(dpo, inc.id, Selectors(staging=str(uuid.uuid4())))
+
+
+def test_rows_stored_before_classification_are_counted_then_classified(vault, lab, dpo,
+                                                                       clock) -> None:
+    with vault._records.engine.begin() as conn:  # as a vault upgraded from an earlier version
+        conn.execute(result.update().values(findings=None))
+        conn.execute(comment.update().values(findings=None))
+    thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
+    vault.get_record(thief, lab[0].id)
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
+                                     description="x")
+    before = vault.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id)).document
+    assert before["patients"][0]["special"] == []
+    assert before["totals"]["records"]["unclassified"] == before["totals"]["records"]["results"]
+    rows = vault.breach.classify_stored(dpo)
+    assert rows == sum(r.result_count() + sum(1 for o in r.orders for _ in o.comments)
+                       + sum(len(x.comments) for o in r.orders for x in o.results) for r in lab)
+    assert vault.breach.classify_stored(dpo) == 0  # nothing left: a rerun does nothing
+    after = vault.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id)).document
+    assert after["patients"][0]["special"] == ["hiv"]
+    assert after["totals"]["records"]["unclassified"] == 0

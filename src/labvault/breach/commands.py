@@ -14,9 +14,18 @@ import typer
 
 from labvault.breach.desk import VECTORS
 from labvault.breach.scope import Selectors
-from labvault.cli_support import DataDir, call_desk, console, err
+from labvault.cli_support import (
+    DataDir,
+    call_desk,
+    console,
+    err,
+    fail,
+    local_operator,
+    open_vault,
+    progress_bar,
+)
 from labvault.config import DEFAULT_DATA_DIR
-from labvault.errors import InvalidRecord
+from labvault.errors import InvalidRecord, LabvaultError
 
 breach_app = typer.Typer(help="Breach response: incidents and their scope from the audit log.",
                          no_args_is_help=True)
@@ -108,6 +117,20 @@ def scope_incident(
                   + ", ".join(f"{k} {v}" for k, v in totals["by_exposure"].items()),
                   highlight=False, soft_wrap=True)
     console.print(f"signed scope written to {out} (key {scope.key_id})", highlight=False)
+
+
+@breach_app.command("classify-stored")
+def classify_stored(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Classify records stored before findings existed (a vault upgraded from an earlier
+    version), so that scopes name their special categories; a rerun does nothing."""
+    try:
+        with open_vault(data_dir) as vault, progress_bar() as bar:
+            operator = local_operator("breach classification")
+            task = bar.add_task("patients", total=vault.count_patients(operator))
+            rows = vault.breach.classify_stored(operator, lambda n: bar.advance(task, n))
+    except LabvaultError as exc:
+        raise fail(exc) from None
+    console.print(f"{rows} results and comments classified", highlight=False)
 
 
 __all__ = ["breach_app"]

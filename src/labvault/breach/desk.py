@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,13 @@ class BreachDesk:
             "document": scoping.canonical(document).decode("utf-8"), "digest": digest,
             "signature": signature, "key_id": signer.key_id, "patients": len(listed)})
         return Scope(scope_id, incident_id, document, digest, signature, signer.key_id)
+
+    def classify_stored(self, principal: Principal,
+                        progress: Callable[[int], None] | None = None) -> int:
+        """Seal findings on rows stored before classification existed (`breach.backfill`)."""
+        from labvault.breach.backfill import classify_stored
+
+        return classify_stored(self._vault, principal, progress)
 
     def _document(self, selectors: scoping.Selectors, seq: int,
                   at_hash: bytes) -> dict[str, Any]:
