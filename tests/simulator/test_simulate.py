@@ -2,7 +2,8 @@
 replayed through the real API on loopback with the attacks injected; what the watcher did about
 each, checked against the audit log the run left behind.
 
-One simulation per module (about 45 s on two cores). Assertions carry ids and counts only.
+One simulation for the package (about 45 s on two cores, tests/simulator/conftest.py).
+Assertions carry ids and counts only.
 """
 
 from __future__ import annotations
@@ -13,36 +14,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
-
 from labvault import Settings, Vault, local_operator
-from labvault.simulator import Options, Outcome, run
+from labvault.simulator import Outcome
 from labvault.watch.state import READS
 
-DAYS, STAFF, PATIENTS = 10, 12, 400
 SCRIPT = Path(sys.executable).with_name("labvault")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "labvault.cli"]
-
-
-@pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    return run(Options(days=DAYS, staff=STAFF, patients=PATIENTS, seed=5, fast_kdf=True,
-                       out_dir=tmp_path_factory.mktemp("sim") / "vault"))
-
-
-@pytest.fixture(scope="module")
-def attacks(outcome: Outcome) -> dict[str, dict]:
-    return {a["attack"]: a for a in outcome.report["attacks"]}
-
-
-@pytest.fixture(scope="module")
-def events(outcome: Outcome) -> list:
-    vault = Vault.open(Settings.load(outcome.data_dir))
-    try:
-        return [e.event for e in vault.audit_log.events(local_operator("test: read the log"),
-                                                        limit=10_000_000)]
-    finally:
-        vault.close()
 
 
 def test_every_attack_ran_and_the_server_never_failed(outcome: Outcome, attacks) -> None:
@@ -110,7 +87,7 @@ def test_credential_stuffing_is_alerted_and_never_gets_past_the_second_factor(at
 
 def test_the_normal_workload_stays_within_the_false_alert_target(outcome: Outcome) -> None:
     normal = outcome.report["normal"]
-    assert normal["user_days"]["staff"] >= STAFF * 7
+    assert normal["user_days"]["staff"] >= outcome.report["simulation"]["staff"] * 7
     assert normal["false_alerts_per_1000_staff_days"] <= 1.0, normal["false_alerts_by_rule"]
     assert all(t["pass"] for t in outcome.report["targets"])
 
