@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from labvault.breach.commands_regulator import register as add_regulator_commands
 from labvault.breach.desk import VECTORS
 from labvault.breach.scope import Selectors
 from labvault.cli_support import (
@@ -27,7 +28,7 @@ from labvault.cli_support import (
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import InvalidRecord, LabvaultError
 
-breach_app = typer.Typer(help="Breach response: incidents and their scope from the audit log.",
+breach_app = typer.Typer(help="Breach response: incidents, their scope, the regulator's documents, notices.",
                          no_args_is_help=True)
 
 
@@ -132,5 +133,7 @@ def classify_stored(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise fail(exc) from None
     console.print(f"{rows} results and comments classified", highlight=False)
 
+
+add_regulator_commands(breach_app)
 
 __all__ = ["breach_app"]

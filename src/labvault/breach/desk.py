@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from labvault.access.account_rules import aware
@@ -30,6 +31,7 @@ from labvault.secret import Secret
 from labvault.store.breach import BreachStore
 
 if TYPE_CHECKING:
+    from labvault.breach.regulator import RegulatorDesk
     from labvault.vault.core import Vault
 
 FIELDS_KEY = "breach/fields/v1"
@@ -72,6 +74,13 @@ class BreachDesk:
 
     def __repr__(self) -> str:
         return "BreachDesk()"
+
+    @cached_property
+    def regulator(self) -> RegulatorDesk:
+        """The CNIL draft, the ARS report and the article 33(5) register."""
+        from labvault.breach.regulator import RegulatorDesk
+
+        return RegulatorDesk(self._vault)
 
     def open_incident(self, principal: Principal, *, detected_at: datetime, vector: str,
                       description: str) -> Incident:
