@@ -18,7 +18,11 @@ from labvault.access.principal import Role
 PUBLIC = {("GET", "/health"), ("POST", "/auth/login"), ("POST", "/auth/mfa"),
           ("POST", "/auth/enrol"), ("POST", "/auth/enrol/confirm"),
           ("GET", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"),
-          ("HEAD", "/openapi.json")}
+          ("HEAD", "/openapi.json"),
+          ("GET", "/exposure-check"), ("POST", "/exposure-check"),  # the same answer for all
+          # Whoever got a notice checks its code before trusting it, and has no account; the
+          # answer is the lab, the day and the incident's reference, or unknown: nobody's data.
+          ("GET", "/verify"), ("POST", "/verify"), ("POST", "/verify/check")}
 
 # For each protected route: a role that must be refused (None: any signed-in role may call
 # it, e.g. logout), and a valid body.
@@ -30,6 +34,9 @@ PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
     ("GET", "/patients/{patient_id}"): (Role.ADMIN, None),
     ("GET", "/patients/{patient_id}/record"): (Role.SECRETARY, None),
     ("GET", "/me/record"): (Role.ADMIN, None),
+    ("GET", "/me/exposures"): (Role.BIOLOGIST, None),
+    ("POST", "/notices/queue"): (Role.BIOLOGIST, {"incident_id": str(uuid.UUID(int=1))}),
+    ("POST", "/notices/status"): (Role.ADMIN, {"incident_id": str(uuid.UUID(int=1))}),
     ("GET", "/export"): (Role.DPO, None),
     ("POST", "/accounts"): (Role.BIOLOGIST, {"email": "new.person@lab.example",
                                              "display_name": "New Person",

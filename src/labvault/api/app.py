@@ -22,6 +22,8 @@ from labvault.api import (
     routes_alerts,
     routes_audit,
     routes_auth,
+    routes_exposure,
+    routes_notices,
     routes_patients,
     routes_records,
 )
@@ -66,7 +68,8 @@ def create_app(vault: Vault, config: ApiConfig | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None)
     app.state.vault = vault
     for router in (routes_auth.router, routes_patients.router, routes_admin.router,
-                   routes_audit.router, routes_records.router):
+                   routes_audit.router, routes_records.router, routes_exposure.router,
+                   routes_notices.router):
         app.include_router(router)
     app.include_router(routes_alerts.router)
     _install_error_handlers(app)

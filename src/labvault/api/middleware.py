@@ -25,6 +25,10 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 # The interactive docs (off unless enabled) load their script and style from the page itself.
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# The public pages (a notice's verification, the exposure check) post their form to themselves;
+# nothing else is allowed (no script, no style, no frame).
+PAGE_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+PAGE_PATHS = frozenset({"/verify", "/exposure-check"})
 DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
             b"https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'")
@@ -49,7 +53,9 @@ class SecurityHeaders:
             return
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        csp = DOCS_CSP if scope["path"] in self.docs_paths else API_CSP
+        path = scope["path"]
+        csp = (DOCS_CSP if path in self.docs_paths else PAGE_CSP if path in PAGE_PATHS
+               else API_CSP)
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from labvault.breach.commands_notices import register as add_notice_commands
 from labvault.breach.commands_regulator import register as add_regulator_commands
 from labvault.breach.desk import VECTORS
 from labvault.breach.scope import Selectors
@@ -135,5 +136,6 @@ def classify_stored(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 add_regulator_commands(breach_app)
+add_notice_commands(breach_app)
 
 __all__ = ["breach_app"]

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "username": "",
         "password_env": "",  # the environment variable that holds the password
         "cafile": "",  # a CA bundle for a private relay; the system's by default
+        "timeout_seconds": 10.0,
     },
     "sms": {
         "url": "",  # the gateway's HTTPS endpoint (docs/breach.md: request format)
@@ -61,9 +62,14 @@ DEFAULTS: dict[str, Any] = {
         "per_identity_per_day": 3,  # answers sent to one person out of band
     },
     "retention": {
-        # Years after which data is crypto-shredded, by category (docs/breach.md: sources).
+        # Years after which data is crypto-shredded, by category, counted from the exam
+        # (labvault/vault/retention_policy.py: what each default rests on).
         "results_years": 10,
-        "inactive_patient_years": 10,
+        "orders_years": 10,  # an order holding a result still kept is kept
+        "comments_years": 10,
+        "attachments_years": 10,
+        "inactive_patient_years": 10,  # no order nor result within it: the whole patient
+        "keep_until_age": 28,  # nothing erased before this birthday; 0 disables
         "staging_days": 30,
     },
 }
@@ -84,6 +90,15 @@ class BreachConfig:
 
     def __getitem__(self, section: str) -> Any:
         return self.doc[section]
+
+    def missing_for_notices(self) -> list[str]:
+        """Settings every message to a person needs (who writes, where to check, whom to
+        ask), that are not set."""
+        c, n = self.doc["controller"], self.doc["notices"]
+        return [key for key, value in (("[controller] name", c["name"]),
+                                       ("[notices] public_url", n["public_url"]),
+                                       ("[controller] dpo_email or dpo_phone",
+                                        c["dpo_email"] or c["dpo_phone"])) if not value]
 
 
 __all__ = ["BREACH_FILE", "DEFAULTS", "BreachConfig"]

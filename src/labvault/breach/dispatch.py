@@ -1,0 +1,186 @@
+"""Sending the queued notices: the worker behind `Outbox.deliver_due`, its pace and its retries.
+
+A run takes the queued notices of the configured channels whose next attempt is due, oldest
+first, by batches. Each notice is claimed first (a compare-and-set on its attempt count that
+also holds it for `LEASE`): two workers never send the same notice, and one that dies releases
+it when the lease ends. A batch's contacts are opened after one audit event of the system
+(``labvault:notices``, ``breach:notice:deliver``) naming its patients. Then, per notice, one
+attempt, at the pace of a `TokenBucket` (``[notices] per_second``, all channels together):
+
+- sent: ``done``, outcome ``sent`` and the provider's reference;
+- `Refused` (4xx, SMTP 5xx): ``done``, ``failed``, the kind of error;
+- `Retry` (network, 429, 5xx, SMTP 4xx): ``queued`` again, due after `retry_delay`
+  (the provider's Retry-After, else ``retry_after_seconds`` doubled at each attempt), until
+  ``max_attempts`` attempts: then ``done``, ``failed``;
+- no usable contact any more, or the patient erased: ``done``, ``undeliverable``.
+
+The outcome is sealed in ``delivery``; the code leaves it when the notice is done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from labvault.breach import notice_text as text
+from labvault.breach.delivery import Outgoing, Refused, Retry
+from labvault.clock import Clock
+from labvault.secret import Secret
+from labvault.store.notices import DONE
+
+if TYPE_CHECKING:
+    from labvault.breach.notices import Contact, Outbox
+
+LEASE = timedelta(minutes=10)
+BATCH = 200
+MAX_DELAY = timedelta(days=1)
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class TokenBucket:
+    """At most `rate` messages per second on average, in bursts of at most `burst` (one
+    second's worth by default); waits with the injected `sleep`, reads the injected clock."""
+
+    def __init__(self, rate: float, clock: Clock, sleep: Callable[[float], None] = time.sleep,
+                 burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate, self.capacity = float(rate), float(burst or max(1.0, rate))
+        self._clock, self._sleep = clock, sleep
+        self._tokens, self._at = self.capacity, clock.now()
+
+    def _refill(self) -> None:
+        now = self._clock.now()
+        elapsed = max(0.0, (now - self._at).total_seconds())
+        self._tokens, self._at = min(self.capacity, self._tokens + elapsed * self.rate), now
+
+    def take(self) -> float:
+        """Take one token, waiting if there is none; the seconds waited."""
+        self._refill()
+        waited = 0.0
+        if self._tokens < 1:
+            waited = (1 - self._tokens) / self.rate
+            self._sleep(waited)
+            self._refill()
+        self._tokens -= 1
+        return waited
+
+
+def retry_delay(attempts: int, base_seconds: float, retry_after: float | None) -> timedelta:
+    """When to try again after `attempts` failed attempts: the provider's Retry-After when it
+    gave one, else ``base * 2**(attempts - 1)``; between 1 s and a day."""
+    seconds = retry_after if retry_after is not None else base_seconds * 2 ** max(0, attempts - 1)
+    return min(MAX_DELAY, timedelta(seconds=max(1.0, seconds)))
+
+
+class Dispatcher:
+    """The worker of one outbox (it uses the outbox's store, contacts and sealing)."""
+
+    def __init__(self, outbox: Outbox, sleep: Callable[[float], None]) -> None:
+        self._outbox = outbox
+        self._clock = outbox._clock
+        self._notices = outbox._config["notices"]
+        self.bucket = TokenBucket(self._notices["per_second"], self._clock, sleep)
+        self._incidents: dict[Any, tuple[Any, dict[int, Any]]] = {}
+
+    def deliver_due(self, limit: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        counts = dict.fromkeys(("sent", "retrying", "failed", "undeliverable"), 0)
+        outbox, store = self._outbox, self._outbox._store
+        senders = outbox.senders
+        if not senders:
+            return counts
+        self._incidents.clear()  # incidents and their scopes, read once per run
+        for batch in batched(store.due(self._clock.now(), list(senders), limit), BATCH):
+            mine = [r for r in batch if store.claim(r.id, r.attempts, self._clock.now() + LEASE)]
+            if not mine:
+                continue
+            contacts = outbox._contacts(sorted({r.patient_id for r in mine}),
+                                        event=("breach:notice:deliver", {"notices": len(mine)}))
+            for row in mine:
+                counts[self._deliver(row, contacts.get(row.patient_id))] += 1
+                if progress is not None:
+                    progress(1)
+        return counts
+
+    def _deliver(self, row: Any, contact: Contact | None) -> str:
+        state = self._outbox._open(row.id, row.delivery)
+        address = contact.of(row.channel) if contact is not None else None
+        if address is None:
+            gone = contact is None or contact.erased
+            return self._finish(row, state, "undeliverable", "erased" if gone else "no-contact")
+        subject, body = self._compose(row, state)
+        self.bucket.take()
+        try:
+            ref = self._outbox.senders[row.channel].send(
+                Outgoing(row.id, row.channel, address, subject, Secret(body)))
+        except Refused as exc:
+            return self._finish(row, state, "failed", exc.error)
+        except Retry as exc:
+            attempts = row.attempts + 1  # the claim counted this one
+            if attempts >= self._notices["max_attempts"]:
+                return self._finish(row, state, "failed", exc.error)
+            now = self._clock.now()
+            state.update(error=exc.error, at=now.isoformat())
+            self._outbox._store.record(
+                row.id, delivery=self._outbox._seal(row.id, state),
+                next_attempt_at=now + retry_delay(attempts, self._notices["retry_after_seconds"],
+                                                  exc.retry_after))
+            return "retrying"
+        return self._finish(row, state, "sent", None, ref)
+
+    def _finish(self, row: Any, state: dict[str, Any], outcome: str, error: str | None,
+                ref: str | None = None) -> str:
+        state.pop("code", None)  # from now on only the code's hash remains
+        state.update(outcome=outcome, error=error, ref=ref, at=self._clock.now().isoformat())
+        self._outbox._store.record(row.id, state=DONE, next_attempt_at=None,
+                                   delivery=self._outbox._seal(row.id, state))
+        return outcome
+
+    def _compose(self, row: Any, state: dict[str, Any]) -> tuple[str, str]:
+        outbox, config = self._outbox, self._outbox._config
+        if row.kind != "incident":
+            return text.answer(config, row.channel, state["code"],
+                               outbox.exposures_of(row.patient_id))
+        found = self._incidents.get(row.incident_id)
+        if found is None:
+            found = self._incidents[row.incident_id] = (
+                outbox._breach.incident(row.incident_id),
+                {s.id: s for s in outbox._breach.scopes(row.incident_id)})
+        scope = found[1].get(state.get("scope"))
+        entry = outbox._patients(scope).get(str(row.patient_id), {}) if scope else {}
+        return text.notice(config, row.channel, state["code"], found[0], entry)
+
+
+def summarize(notices: Iterable[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+    """Counts of (notice row, opened outcome) pairs: patients with a notice and reached (one
+    notice sent), notices by state, outcome, channel and kind of error."""
+    states, errors = Counter[str](), Counter[str]()
+    outcomes = Counter(dict.fromkeys(("pending", "sent", "failed", "undeliverable"), 0))
+    channels: dict[str, Counter[str]] = {}
+    patients, reached = set(), set()
+    for row, state in notices:
+        outcome = state.get("outcome", "pending")
+        states[row.state] += 1
+        outcomes[outcome] += 1
+        channels.setdefault(row.channel, Counter())[outcome] += 1
+        errors.update([state["error"]] if state.get("error") else [])
+        patients.add(row.patient_id)
+        if outcome == "sent":
+            reached.add(row.patient_id)
+    return {"patients": len(patients), "patients_reached": len(reached),
+            "notices": sum(states.values()), "by_state": dict(states),
+            "by_outcome": dict(outcomes), "errors": dict(errors),
+            "by_channel": {k: dict(v) for k, v in sorted(channels.items())}}
+
+
+__all__ = ["LEASE", "Dispatcher", "TokenBucket", "batched", "retry_delay", "summarize"]

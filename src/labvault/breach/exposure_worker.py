@@ -1,0 +1,268 @@
+"""The public exposure check ("am I affected?") without an oracle: the shape of a request, the
+counters, and the worker that looks people up and asks for an answer out of band.
+
+Being a patient of a laboratory is itself health data: an answer on the page would tell
+whoever types a neighbour's NIR and birth date that the neighbour is a patient. So the page
+never answers. The request path (`labvault.breach.exposure.ExposureDesk.submit`) does only
+what cannot depend on who the details name: it checks their shape (`parse_details`, a pure
+function of the input), counts the source (`Counters`, per address and per /64 in IPv6, per
+hour), writes an audit event (source and outcome: no patient, no value) and hands the
+details, wrapped in `Secret`, to a queue in memory. Every well-formed request gets the same
+answer, after the same work.
+
+The worker (`Lookup`) runs later, from `ExposureDesk.drain` or from the `ExposureWorker`
+thread, which drains the queue every few seconds: lookups run at times unrelated to any
+response. It finds the NIR through the blind index, opens only the birth date of each
+patient found and, when it matches, asks for an answer to the contact on file (`AnswerChannel`: the
+breach `Outbox`, e-mail or SMS, saying which incidents concern the person, or none). At most
+``[exposure] per_identity_per_day`` answers per person and UTC day: that limit depends on
+membership, so it is counted here, never on the request path. Each lookup is one audit event
+with the requester's source and request id (purpose ``exposure check``): ``match`` naming the
+patient, ``limited`` (named, nothing sent), ``mismatch`` (the NIR is a patient's, the birth
+date is not: named, nothing sent) or ``miss``; never a submitted value. Like a search, the
+lookup runs before its event so that the event can name whom it found; nothing goes out
+before the event is written.
+
+The counters live in ``login_throttle`` under keys of their own (HMAC of ``exposure-source``
+or ``exposure-identity`` and the value, under the throttle's key): one atomic upsert per hit,
+shared by every process, no address or id in clear. A window is fixed (the clock hour, the
+UTC day): the upsert starts a counter again at one when its last hit is from an earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from labvault import codec
+from labvault.access.throttle import Throttle
+from labvault.audit.sink import AuditEvent
+from labvault.clock import Clock
+from labvault.domain.identifiers import validate_nir
+from labvault.errors import InvalidRecord, KeyUnavailable
+from labvault.secret import Secret
+from labvault.store.accounts import AccountStore
+from labvault.watch.state import network_of
+
+if TYPE_CHECKING:
+    from labvault.vault.core import Vault
+
+log = logging.getLogger("labvault.breach")
+
+CHECK_ACTION = "breach:exposure:check"  # the public request
+LOOKUP_ACTION = "breach:exposure:lookup"  # the worker's lookup
+PURPOSE = "exposure check"
+PUBLIC = "public"  # actor and role of the anonymous request
+SYSTEM_ACTOR = "labvault:exposure-check"
+SOURCE_KIND, IDENTITY_KIND = "exposure-source", "exposure-identity"
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+OLDEST_BIRTH_DATE = date(1890, 1, 1)
+TICK_SECONDS = 5.0
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+FRENCH_DATE = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
+
+
+class AnswerChannel(Protocol):
+    """Sends a person, out of band, the answer to their check (production: the `Outbox`)."""
+
+    def enqueue_exposure_answer(self, patient_id: uuid.UUID) -> list[uuid.UUID]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What a person submitted, well formed: the NIR (compact) and the birth date."""
+
+    nir: Secret[str]
+    birth_date: Secret[date]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A check waiting for the worker: held in memory only, never written anywhere."""
+
+    details: Details
+    source: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the request path did: ``queued``, ``limited`` (the source's hourly limit, with
+    `retry_after`) or ``busy`` (the queue is full)."""
+
+    outcome: str
+    retry_after: int | None = None
+
+
+def _birth_date(value: object, today: date) -> date:
+    text = value if isinstance(value, str) else ""
+    try:
+        if ISO_DATE.fullmatch(text):
+            parsed = date(int(text[:4]), int(text[5:7]), int(text[8:]))
+        elif FRENCH_DATE.fullmatch(text):
+            parsed = date(int(text[6:]), int(text[3:5]), int(text[:2]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise InvalidRecord("birth_date", "not a date: year-month-day or day/month/year"
+                            ) from None
+    if not OLDEST_BIRTH_DATE <= parsed <= today:
+        raise InvalidRecord("birth_date", "out of range")
+    return parsed
+
+
+def parse_details(nir: object, birth_date: object, today: date,
+                  ) -> tuple[Details | None, list[tuple[str, str]]]:
+    """The details if well formed, else the (field, reason) of each error. A pure function of
+    the input: whether the person exists plays no part. Reasons never quote the value."""
+    errors: list[tuple[str, str]] = []
+    compact = born = None
+    if nir is None or nir == "":
+        errors.append(("nir", "missing"))
+    elif not isinstance(nir, str):
+        errors.append(("nir", "not a string"))
+    else:
+        try:
+            compact = validate_nir(nir).compact
+        except InvalidRecord as exc:
+            errors.append(("nir", exc.reason))
+    if birth_date is None or birth_date == "":
+        errors.append(("birth_date", "missing"))
+    else:
+        try:
+            born = _birth_date(birth_date, today)
+        except InvalidRecord as exc:
+            errors.append(("birth_date", exc.reason))
+    if errors or compact is None or born is None:
+        return None, errors
+    return Details(Secret(compact), Secret(born)), []
+
+
+def source_network(source: str) -> str:
+    """What a source is counted as: its address in IPv4, its /64 in IPv6 (one subscriber's
+    block); a source that is not an address is itself."""
+    return network_of(source, 32, 64)
+
+
+class Counters:
+    """Fixed-window counters in ``login_throttle``, under their own HMAC namespace."""
+
+    def __init__(self, store: AccountStore, key: Secret[bytes], clock: Clock) -> None:
+        self._store = store
+        self._keys = Throttle(store, key, clock)  # only its keyed HMAC is used
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "Counters()"
+
+    def hit(self, kind: str, value: str, window: timedelta, limit: int) -> int | None:
+        """Count one hit; None while within `limit`, else the seconds until the window ends."""
+        now = self._clock.now().astimezone(UTC)
+        span = window.total_seconds()
+        start = datetime.fromtimestamp(now.timestamp() // span * span, UTC)
+        end = start + window
+        until = self._store.record_failure(
+            self._keys.key(kind, value), now, start,
+            lambda hits: end - now if hits > limit else None)
+        return None if until is None else max(1, int((until - now).total_seconds() + 0.999))
+
+
+class Lookup:
+    """The worker's side of one check: blind-index lookup, birth date, answer out of band."""
+
+    def __init__(self, vault: Vault, counters: Counters, per_identity_per_day: int,
+                 answers: Callable[[], AnswerChannel]) -> None:
+        self._vault = vault
+        self._counters = counters
+        self._per_day = per_identity_per_day
+        self._answers = answers
+
+    def __repr__(self) -> str:
+        return "Lookup()"
+
+    def run(self, check: Check) -> str:
+        """Look the check up; its outcome (``match``, ``limited``, ``mismatch``, ``miss``)."""
+        vault, details = self._vault, check.details
+        found = vault._records.ids_by_index("nir_bidx",
+                                            vault._nir_index.compute(details.nir.reveal()))
+        matched, mismatched = [], []
+        for pid in found:
+            born = self._birth_date_of(pid)
+            if born is not None:
+                (matched if born == details.birth_date.reveal() else mismatched).append(pid)
+        answer = [pid for pid in matched
+                  if self._counters.hit(IDENTITY_KIND, pid.hex, DAY, self._per_day) is None]
+        outcome = ("match" if answer else "limited" if matched else
+                   "mismatch" if mismatched else "miss")
+        self._event(check, outcome, matched + mismatched, answers=len(answer),
+                    limited=len(matched) - len(answer), mismatched=len(mismatched))
+        channel = self._answers() if answer else None
+        for pid in answer:
+            channel.enqueue_exposure_answer(pid)  # type: ignore[union-attr]
+        return outcome
+
+    def _birth_date_of(self, patient_id: uuid.UUID) -> date | None:
+        """The patient's birth date, the only field opened; None if erased meanwhile."""
+        vault = self._vault
+        rows = vault._records.load(patient_id, with_results=False)
+        if rows is None or rows.patient.erased_at is not None or rows.patient.birth_date is None:
+            return None
+        try:
+            cipher = vault._cipher_for(patient_id, vault._keystore.get(patient_id))
+        except KeyUnavailable:
+            return None
+        decode = codec.PATIENT["birth_date"][1]
+        return decode(cipher.open("patient", "birth_date", patient_id, rows.patient.birth_date))
+
+    def _event(self, check: Check, outcome: str, patient_ids: list[uuid.UUID],
+               **detail: object) -> None:
+        self._vault._audit.append(AuditEvent(
+            at=self._vault._clock.now(), actor=SYSTEM_ACTOR, role="system",
+            source=check.source, purpose=PURPOSE, action=LOOKUP_ACTION, outcome=outcome,
+            patient_ids=tuple(patient_ids), detail=detail, request_id=check.request_id))
+
+
+class ExposureWorker:
+    """Runs `drain` every `every` seconds on a daemon thread, until `stop` (which drains what
+    is left once more, so that no accepted check is dropped on a clean shutdown)."""
+
+    def __init__(self, drain: Callable[[], object], every: float = TICK_SECONDS) -> None:
+        self._drain = drain
+        self._every = every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labvault-exposure-check",
+                                        daemon=True)
+
+    def __repr__(self) -> str:
+        return f"ExposureWorker(every={self._every})"
+
+    def start(self) -> ExposureWorker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            self._safe_drain()
+
+    def _safe_drain(self) -> None:
+        try:
+            self._drain()
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive one bad run
+            log.error("exposure check worker failed: %s", type(exc).__name__)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        self._safe_drain()
+
+
+__all__ = ["CHECK_ACTION", "LOOKUP_ACTION", "PUBLIC", "PURPOSE", "SYSTEM_ACTOR", "AnswerChannel",
+           "Check", "Counters", "Details", "ExposureWorker", "Lookup", "Receipt", "parse_details",
+           "source_network"]
