@@ -82,9 +82,15 @@ def test_serves_tls_on_loopback(tmp_path):
                           verify=ctx).status_code == 401
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/health")  # no plain HTTP on a TLS port
+        # No breach.toml: no answer could be sent, so the public exposure check is closed to
+        # everyone alike, and the operator is told why.
+        closed = httpx.post(f"https://127.0.0.1:{port}/exposure-check", verify=ctx,
+                            json={"nir": "2 84 05 75 056 123 64", "birth_date": "1984-05-01"})
+        assert closed.status_code == 503 and closed.json() == {"error": "not_configured"}
     finally:
         proc.terminate()
         proc.wait(10)
+    assert "breach.toml lacks [controller] name" in proc.stderr.read().decode()
 
 
 def test_refuses_public_bind_without_tls(tmp_path):

@@ -5,31 +5,36 @@ It refuses to listen on anything but a loopback address without TLS unless told 
 audit: the app is built on the vault, and the vault cannot be opened without it. Nor does it
 run without detection: the watcher observes every event the API appends (``watch.toml`` in the
 data directory configures it; an error there stops the start), and escalation runs every ten
-seconds. With several worker processes, run `labvault watch` beside them as well.
+seconds. With several worker processes, run `labvault watch` beside them as well. Breach
+response runs beside it (``breach.toml``): the public exposure checks' lookups, and the
+delivery of queued notices every thirty seconds.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from labvault.api.app import ApiConfig, create_app
+from labvault.breach.config import BreachConfig
+from labvault.breach.exposure import exposure_desk
+from labvault.breach.notices import Outbox
 from labvault.cli_support import DataDir, err, fail, passphrase_for
 from labvault.clock import SystemClock
 from labvault.config import Settings, default_data_dir
 from labvault.errors import ConfigurationError, LabvaultError
+from labvault.periodic import Periodic
 from labvault.vault import Vault
 from labvault.watch.channels import channels_from_config
 from labvault.watch.config import WatchConfig
-from labvault.watch.engine import Watcher
 
 log = logging.getLogger("labvault.watch")
 TICK_SECONDS = 10.0
+DELIVERY_SECONDS = 30.0
 
 
 def is_loopback(host: str) -> bool:
@@ -98,8 +103,16 @@ def serve(
     except LabvaultError as exc:
         vault.close()
         raise fail(exc) from None
+    try:
+        breach_config, jobs = start_breach_response(vault, data_dir)
+    except LabvaultError as exc:
+        ticker.stop()
+        vault.watch.stop()
+        vault.close()
+        raise fail(exc) from None
     app = create_app(vault, ApiConfig(docs=enable_docs, cors_origins=tuple(cors_origin or ()),
                                       tls=tls))
+    app.state.breach_config = breach_config
     scheme = "https" if tls else "http"
     err.print(f"labvault API on {scheme}://{host}:{port}")
     try:
@@ -109,36 +122,30 @@ def serve(
                     forwarded_allow_ips=list(trusted_proxy) if trusted_proxy else None,
                     access_log=access_log, log_level="info")
     finally:
+        for job in jobs:
+            job.stop()
         ticker.stop()
         vault.watch.stop()
         vault.close()
 
 
-class Ticker:
-    """Escalation of unacknowledged alerts: the watcher's `Notifier.tick` every `every`
-    seconds, on a daemon thread, until `stop`."""
-
-    def __init__(self, watcher: Watcher, every: float = TICK_SECONDS) -> None:
-        self._notifier, self._every = watcher.notifier, every
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="labvault-escalation", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._every):
-            if self._notifier is None:
-                return
-            try:
-                self._notifier.tick()
-            except Exception as exc:  # noqa: BLE001 - escalation must outlive one bad tick
-                log.error("alert escalation failed: %s", type(exc).__name__)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=30)
+def start_breach_response(vault: Vault, data_dir: Path) -> tuple[BreachConfig, list[Periodic]]:
+    """``breach.toml`` (an error there stops the start), the exposure checks' lookups and the
+    delivery of queued notices. Without the settings a message needs, the public exposure
+    check answers 503 to everyone and notices wait in the queue; `serve` says so."""
+    config = BreachConfig.load(data_dir)
+    missing = config.missing_for_notices()
+    if missing:
+        log.warning("breach.toml lacks %s: no notice can be sent and the public exposure check "
+                    "is closed", ", ".join(missing))
+    jobs = [exposure_desk(vault, config).start()]
+    if not missing:
+        outbox = Outbox(vault, config)
+        jobs.append(Periodic("notice delivery", DELIVERY_SECONDS, outbox.deliver_due).start())
+    return config, jobs
 
 
-def start_watching(vault: Vault, data_dir: Path) -> Ticker:
+def start_watching(vault: Vault, data_dir: Path) -> Periodic:
     """In-process detection, which `serve` cannot run without: the watcher on every audit event
     the API appends, warmed up on the log's recent history, and the escalation ticker. A
     configuration error (``watch.toml``, a channel's secret) raises `ConfigurationError`."""
@@ -147,7 +154,9 @@ def start_watching(vault: Vault, data_dir: Path) -> Ticker:
     watcher = vault.watch.start(config, channels=channels)
     try:
         watcher.warm_up()
-        return Ticker(watcher)
+        notifier = watcher.notifier
+        return Periodic("alert escalation", TICK_SECONDS,
+                        notifier.tick if notifier is not None else lambda: None).start()
     except BaseException:
         vault.watch.stop()
         raise

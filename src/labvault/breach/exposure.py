@@ -43,11 +43,11 @@ from labvault.breach.exposure_worker import (
     PUBLIC,
     PURPOSE,
     SOURCE_KIND,
+    TICK_SECONDS,
     AnswerChannel,
     Check,
     Counters,
     Details,
-    ExposureWorker,
     Lookup,
     Receipt,
     parse_details,
@@ -55,6 +55,7 @@ from labvault.breach.exposure_worker import (
 )
 from labvault.crypto.signing import InvalidSignature, Signer, verify
 from labvault.errors import AccessDenied, ConfigurationError, LabvaultError
+from labvault.periodic import Periodic
 from labvault.store.accounts import AccountStore
 from labvault.store.engine import guarded
 from labvault.store.tables import incident, incident_scope
@@ -282,9 +283,10 @@ class ExposureDesk:
                 del check
         return outcomes
 
-    def start(self, every: float | None = None) -> ExposureWorker:
+    def start(self, every: float | None = None) -> Periodic:
         """The worker thread of ``labvault serve``: drains the queue every few seconds."""
-        worker = ExposureWorker(self.drain) if every is None else ExposureWorker(self.drain, every)
+        worker = Periodic("exposure check", TICK_SECONDS if every is None else every,
+                          self.drain, run_on_stop=True)
         return worker.start()
 
     def _channel(self) -> AnswerChannel:

@@ -10,7 +10,7 @@ hour), writes an audit event (source and outcome: no patient, no value) and hand
 details, wrapped in `Secret`, to a queue in memory. Every well-formed request gets the same
 answer, after the same work.
 
-The worker (`Lookup`) runs later, from `ExposureDesk.drain` or from the `ExposureWorker`
+The worker (`Lookup`) runs later, from `ExposureDesk.drain` or from the periodic job
 thread, which drains the queue every few seconds: lookups run at times unrelated to any
 response. It finds the NIR through the blind index, opens only the birth date of each
 patient found and, when it matches, asks for an answer to the contact on file (`AnswerChannel`: the
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,41 +227,6 @@ class Lookup:
             patient_ids=tuple(patient_ids), detail=detail, request_id=check.request_id))
 
 
-class ExposureWorker:
-    """Runs `drain` every `every` seconds on a daemon thread, until `stop` (which drains what
-    is left once more, so that no accepted check is dropped on a clean shutdown)."""
-
-    def __init__(self, drain: Callable[[], object], every: float = TICK_SECONDS) -> None:
-        self._drain = drain
-        self._every = every
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="labvault-exposure-check",
-                                        daemon=True)
-
-    def __repr__(self) -> str:
-        return f"ExposureWorker(every={self._every})"
-
-    def start(self) -> ExposureWorker:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._every):
-            self._safe_drain()
-
-    def _safe_drain(self) -> None:
-        try:
-            self._drain()
-        except Exception as exc:  # noqa: BLE001 - the worker must outlive one bad run
-            log.error("exposure check worker failed: %s", type(exc).__name__)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout)
-        self._safe_drain()
-
-
 __all__ = ["CHECK_ACTION", "LOOKUP_ACTION", "PUBLIC", "PURPOSE", "SYSTEM_ACTOR", "AnswerChannel",
-           "Check", "Counters", "Details", "ExposureWorker", "Lookup", "Receipt", "parse_details",
+           "Check", "Counters", "Details", "Lookup", "Receipt", "parse_details",
            "source_network"]
