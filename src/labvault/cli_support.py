@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -79,4 +80,21 @@ def call_desk(data_dir: Path, desk: str, purpose: str, method: str, *args: objec
             return getattr(getattr(vault, desk), method)(local_operator(purpose), *args, **kwargs)
     except LabvaultError as exc:
         raise fail(exc) from None
+
+
+
+def when_option(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time given on the command line, with its offset (exit 2 otherwise)."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        err.print(f"error: {option} must be an ISO 8601 time, e.g. 2026-03-02T08:30:00+01:00")
+        raise typer.Exit(2) from None
+    if at.tzinfo is None:  # read as UTC, a Paris time would be off by one or two hours
+        err.print(f"error: {option} needs its offset, e.g. 2026-03-02T08:30:00+01:00")
+        raise typer.Exit(2)
+    return at
+
 

@@ -119,7 +119,7 @@ def test_the_drafts_state_what_the_thief_read_and_what_was_done(vault, operator,
     with pytest.raises(InvalidSignature):
         check(changed, vault.signing_public_key())
     with pytest.raises(InvalidSignature):
-        check(dict(draft.cnil, document=dict(cnil, kind=forms.ARS_KIND)))
+        check(dict(draft.cnil, document=dict(cnil, kind=forms.ARS_KIND)), vault.signing_public_key())
     with pytest.raises(InvalidSignature):  # another lab's key
         check(draft.cnil, Ed25519PrivateKey.generate().public_key())
     # The draft is the DPO's audited act: the event carries the digests, not the text.
@@ -219,7 +219,7 @@ def test_a_stolen_staging_area_whose_key_stayed_safe_exempts_the_people(vault, o
     body = opened.cnil["document"]
     assert body["data"]["by_exposure"] == {"decrypted": 3, "sealed": 0}
     assert body["people_notice"]["required"] and body["people_notice"]["exemption"] is None
-    assert check(opened.ars)["impact"]["confidentiality"] is True
+    assert check(opened.ars, vault.signing_public_key())["impact"]["confidentiality"] is True
     html = render_html(opened.cnil) + render_html(opened.ars)
     assert_no_value(html + json.dumps([opened.cnil, opened.ars], ensure_ascii=False), staged)
     (entry,) = desk.register(dpo)

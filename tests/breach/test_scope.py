@@ -165,6 +165,9 @@ def test_breach_commands(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     assert "before 2026-03-05 09:00 UTC" in r.output  # 72 h after 10:00 in Paris
     incident_id = r.output.split()[1]
+    naive = lv("breach", "open", "--vector", "insider", "--description", "x",
+               "--detected-at", "2026-03-02T10:00:00")  # whose 10:00? refused
+    assert naive.exit_code == 2 and "needs its offset" in naive.output
     r = lv("breach", "list")
     assert incident_id in r.output and "stolen-credentials" in r.output
     out = tmp_path / "scope.json"

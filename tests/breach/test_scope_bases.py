@@ -148,3 +148,49 @@ def test_rows_stored_before_classification_are_counted_then_classified(vault, la
     after = vault.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id)).document
     assert after["patients"][0]["special"] == ["hiv"]
     assert after["totals"]["records"]["unclassified"] == 0
+
+
+def test_sources_tokens_and_times_are_matched_as_the_log_writes_them(vault, lab, operator,
+                                                                     clock, dpo) -> None:
+    # A dual-stack listener logs an IPv4 client as ::ffff:a.b.c.d; a selector in either form
+    # finds it.
+    thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "::ffff:203.0.113.66", "care")
+    start = clock.now()
+    clock.advance(timedelta(minutes=15))
+    vault.results.add_order(operator, lab[4].id, dataclasses.replace(
+        lab[4].orders[0], id=uuid.uuid4(), comments=(),
+        results=(dataclasses.replace(HIV, id=uuid.uuid4()),)))
+    clock.advance(timedelta(minutes=15))
+    vault.get_record(thief, lab[4].id)  # reads the HIV test entered 15 minutes before
+    clock.set(start - timedelta(hours=2))  # an event chained late keeps its earlier time
+    vault.get_record(thief, lab[4].id)
+    clock.set(start + timedelta(hours=1))
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
+                                     description="x")
+    for source in ("203.0.113.0/24", "203.0.113.66", "::ffff:203.0.113.66"):
+        (p,) = vault.breach.scope(dpo, inc.id, Selectors(source=source)).document["patients"]
+        assert p["id"] == str(lab[4].id) and p["events"] == 2
+        assert p["first"] < p["last"] and "hiv" in p["special"]  # first and last by time
+    upper = Selectors(actor=thief.actor_id.upper().replace("ACCOUNT", "account"))
+    assert upper.actor == thief.actor_id
+    token = uuid.uuid4()
+    assert Selectors(token=str(token).upper()).token == str(token)
+
+
+def test_a_signed_scope_copied_onto_another_incident_is_refused(vault, lab, dpo, clock) -> None:
+    from labvault.breach.config import BreachConfig
+    from labvault.crypto.signing import InvalidSignature
+    from labvault.store.breach import BreachStore
+
+    thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
+    vault.get_patient(thief, lab[0].id)
+    first = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="insider",
+                                       description="x")
+    other = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="insider",
+                                       description="y")
+    vault.breach.scope(dpo, first.id, Selectors(actor=thief.actor_id))
+    store = BreachStore(vault._records.engine)
+    (row,) = store.scopes(first.id)
+    store.insert_scope({**row._asdict(), "id": None, "incident_id": other.id})
+    with pytest.raises(InvalidSignature):
+        vault.breach.regulator.draft(dpo, other.id, BreachConfig())

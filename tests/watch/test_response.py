@@ -179,6 +179,15 @@ def test_decoys_look_like_patients_and_any_touch_locks(vault, operator, clock, p
     assert [e.purpose for e in creates] == ["patient registration"]
     with pytest.raises(AuthenticationFailed):
         principal_of(vault, token)
+    # The DPO scoping the incident lists the decoy the thief found: breach work, not a touch.
+    from labvault.breach.scope import Selectors
+
+    dpo = Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.0.0.9", "incident response")
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="insider",
+                                     description="x")
+    scope = vault.breach.scope(dpo, inc.id, Selectors(actor=f"account:{account_id}"))
+    assert [p["id"] for p in scope.document["patients"]] == [str(decoy.id)]
+    assert [a.rule for a in vault.watch.alerts(operator)] == ["honeytoken"]
 
 
 def test_a_failing_watcher_never_undoes_the_append(vault, operator, patients) -> None:

@@ -25,23 +25,13 @@ from labvault.cli_support import (
     local_operator,
     open_vault,
     progress_bar,
+    when_option,
 )
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import InvalidRecord, LabvaultError
 
 breach_app = typer.Typer(help="Breach response: incidents, their scope, the regulator's documents, notices.",
                          no_args_is_help=True)
-
-
-def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        err.print(f"error: {option} must be an ISO 8601 time, e.g. 2026-03-02T08:30:00+01:00")
-        raise typer.Exit(2) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @breach_app.command("open")
@@ -53,7 +43,7 @@ def open_incident(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Record a suspected breach; the 72-hour clock of GDPR article 33 starts at detection."""
-    at = _when(detected_at, "--detected-at") or datetime.now(UTC)
+    at = when_option(detected_at, "--detected-at") or datetime.now(UTC)
     inc = call_desk(data_dir, "breach", "incident response", "open_incident", detected_at=at,
                     vector=vector, description=description)
     console.print(f"incident {inc.id} opened; notify the regulator before "
@@ -93,7 +83,7 @@ def scope_incident(
     try:
         iid = uuid.UUID(incident_id)
         selectors = Selectors(actor=actor, token=token, source=source,
-                              since=_when(since, "--since"), until=_when(until, "--until"),
+                              since=when_option(since, "--since"), until=when_option(until, "--until"),
                               key=key, staging=staging,
                               staging_key_compromised=staging_key_compromised)
     except ValueError:

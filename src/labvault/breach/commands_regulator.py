@@ -18,7 +18,7 @@ from labvault.access.principal import local_operator
 from labvault.breach import regulator_labels as lb
 from labvault.breach.config import BreachConfig
 from labvault.breach.regulator import RegulatorDesk, Statements, check, write_private
-from labvault.cli_support import DataDir, console, err, fail, open_vault
+from labvault.cli_support import DataDir, console, err, fail, open_vault, when_option
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.crypto.signing import InvalidSignature, load_public
 from labvault.errors import LabvaultError
@@ -133,12 +133,7 @@ def notified(
 ) -> None:
     """Record that the CNIL, the ARS or the people were notified (for the register)."""
     iid = _incident_id(incident_id)
-    try:
-        when = datetime.fromisoformat(at) if at else datetime.now(UTC)
-    except ValueError:
-        err.print("error: --at must be an ISO 8601 time, e.g. 2026-03-02T08:30:00+01:00")
-        raise typer.Exit(2) from None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = when_option(at, "--at") or datetime.now(UTC)
     _with_desk(data_dir, "breach notification record",
                lambda desk, who: desk.record_notification(who, iid, to, at=when,
                                                           reference=reference))

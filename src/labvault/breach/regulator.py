@@ -39,7 +39,7 @@ from labvault.breach.config import BreachConfig
 from labvault.breach.desk import FIELDS_KEY, Incident
 from labvault.breach.regulator_docs import Statements, iso, summarize
 from labvault.breach.regulator_facts import RegulatorFacts
-from labvault.breach.scope import canonical
+from labvault.breach.scope import canonical, verified
 from labvault.crypto.envelope import AesGcmFieldCipher
 from labvault.crypto.signing import Signer, key_id, load_public, public_bytes, verify
 from labvault.errors import InvalidRecord, NotFound
@@ -69,9 +69,10 @@ def sign(signer: Signer, body: dict[str, Any]) -> dict[str, Any]:
             "sha256": hashlib.sha256(message).hexdigest()}
 
 
-def check(envelope: dict[str, Any], trusted: Ed25519PublicKey | None = None) -> dict[str, Any]:
-    """Verify a signed document (with `trusted`, it must be that key's); return its body.
-    Raises `InvalidSignature`."""
+def check(envelope: dict[str, Any], trusted: Ed25519PublicKey) -> dict[str, Any]:
+    """Verify a signed document against the key the reader trusts (the vault's public key,
+    obtained apart from the document: a key embedded in the document proves nothing); return
+    its body. Raises `InvalidSignature`."""
     try:
         body = envelope["document"]
         signature = base64.b64decode(envelope["signature"], validate=True)
@@ -81,9 +82,9 @@ def check(envelope: dict[str, Any], trusted: Ed25519PublicKey | None = None) -> 
         raise InvalidSignature("not a signed labvault breach document") from None
     if kind not in KINDS or envelope.get("algorithm") != "Ed25519":
         raise InvalidSignature("not a signed labvault breach document")
-    if trusted is not None and public_bytes(trusted) != public_bytes(embedded):
+    if public_bytes(trusted) != public_bytes(embedded):
         raise InvalidSignature("signed by another key than the trusted one")
-    key = trusted or embedded
+    key = trusted
     verify(key, signature, _context(kind) + canonical(body))
     if envelope.get("key_id") != key_id(key):
         raise InvalidSignature("key id does not match the key")
@@ -238,11 +239,7 @@ class RegulatorDesk:
         if not rows:
             return None, None
         row = rows[-1]
-        text = row.document.encode("utf-8")
-        if hashlib.sha256(text).digest() != bytes(row.digest):
-            raise InvalidSignature("the stored scope does not match its digest")
-        verify(Signer(self._vault._keys).public_key, bytes(row.signature), text)
-        document = json.loads(text)
+        document = verified(row, Signer(self._vault._keys).public_key)
         reference = {"id": row.id, "computed_at": iso(aware(row.computed_at)),
                      "sha256": bytes(row.digest).hex(), "signature": bytes(row.signature).hex(),
                      "key_id": row.key_id, "version": document.get("version", 1),

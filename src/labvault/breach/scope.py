@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from labvault.crypto.signing import InvalidSignature, verify
 from labvault.errors import InvalidRecord
 
 SCOPED_ACTIONS = ("vault:patient:read", "vault:result:read", "vault:patient:export",
@@ -98,14 +99,16 @@ class Selectors:
             raise InvalidRecord("key", "a master key version (1 or more)")
         if (self.since or self.until) and not audit:
             raise InvalidRecord("since", "a window applies to activity in the log only")
-        if self.token is not None:
+        if self.token is not None:  # as the log writes it: lower case, hyphens
             try:
-                uuid.UUID(self.token)
+                object.__setattr__(self, "token", str(uuid.UUID(self.token)))
             except ValueError:
                 raise InvalidRecord("token", "not a token id") from None
+        if self.actor is not None:
+            object.__setattr__(self, "actor", _canonical_actor(self.actor))
         if self.source is not None:
             try:
-                ipaddress.ip_network(self.source, strict=False)
+                object.__setattr__(self, "source", str(_network(self.source)))
             except ValueError:
                 raise InvalidRecord("source", "not an address or a network") from None
         if self.since and self.until and self.since >= self.until:
@@ -116,21 +119,47 @@ class Selectors:
                 for k, v in asdict(self).items() if v is not None and v is not False}
 
 
+def _canonical_actor(actor: str) -> str:
+    """``account:<id>`` with the id as the log writes it (a UUID in lower case)."""
+    kind, _, rest = actor.partition(":")
+    head, sep, tail = rest.partition("/")
+    try:
+        return f"{kind}:{uuid.UUID(head)}{sep}{tail}" if kind == "account" else actor
+    except ValueError:
+        return actor
+
+
+def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+              ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 client of a dual-stack listener is logged as ``::ffff:a.b.c.d``: the address."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}", strict=False)
+    return network
+
+
 def _source_matches(network: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
                     source: str) -> bool:
     if network is None:
         return True
     try:
-        return ipaddress.ip_address(source) in network
+        address = _unmapped(ipaddress.ip_address(source))
     except ValueError:
         return False
+    return address.version == network.version and address in network
 
 
 def compute(rows: Iterable[Any], selectors: Selectors, up_to_seq: int,
             head_hash: bytes) -> dict[str, Any]:
     """The scope document of the selected events (rows of the audit log, in order)."""
-    network = (ipaddress.ip_network(selectors.source, strict=False)
-               if selectors.source is not None else None)
+    network = _network(selectors.source) if selectors.source is not None else None
     token_suffix = f"/token:{selectors.token}" if selectors.token else None
     patients: dict[str, dict[str, Any]] = {}
     events = 0
@@ -147,7 +176,9 @@ def compute(rows: Iterable[Any], selectors: Selectors, up_to_seq: int,
         actors.add(r.actor)
         exposed = {c for cat in (r.categories or "").split(",") if cat
                    for c in CATEGORY_MAP.get(cat, (cat,))}
-        at = (r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC)).isoformat()
+        # In time order, not log order: an event chained late (a recovered journal, a clock
+        # step) keeps the time it happened.
+        at = (r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC)).astimezone(UTC)
         for hex_id in ids:
             pid = str(uuid.UUID(hex_id))
             p = patients.get(pid)
@@ -156,7 +187,7 @@ def compute(rows: Iterable[Any], selectors: Selectors, up_to_seq: int,
                                      "exposure": "decrypted"}
             p["categories"] |= exposed
             p["events"] += 1
-            p["last"] = at
+            p["first"], p["last"] = min(p["first"], at), max(p["last"], at)
     return _document(selectors, up_to_seq, head_hash, patients, sorted(actors), events)
 
 
@@ -172,9 +203,12 @@ def whole_records(patient_ids: Iterable[uuid.UUID], selectors: Selectors, up_to_
 def _document(selectors: Selectors, up_to_seq: int, head_hash: bytes,
               patients: dict[str, dict[str, Any]], actors: list[str],
               events: int) -> dict[str, Any]:
+    def iso(at: datetime | None) -> str | None:
+        return at.isoformat() if at is not None else None
+
     listed = [{"id": pid, "categories": sorted(p["categories"]), "special": [],
-               "exposure": p["exposure"], "events": p["events"], "first": p["first"],
-               "last": p["last"]} for pid, p in sorted(patients.items())]
+               "exposure": p["exposure"], "events": p["events"], "first": iso(p["first"]),
+               "last": iso(p["last"])} for pid, p in sorted(patients.items())]
     document = {"version": DOCUMENT_VERSION, "basis": selectors.basis,
                 "selectors": selectors.as_dict(),
                 "audit": {"up_to_seq": up_to_seq, "chain_hash": head_hash.hex()},
@@ -194,6 +228,20 @@ def totals(listed: list[dict[str, Any]]) -> dict[str, Any]:
     return {"patients": len(listed), **{k: dict(sorted(v.items())) for k, v in by.items()}}
 
 
+def verified(row: Any, public_key: Any) -> dict[str, Any]:
+    """A stored scope's document, after checking its digest, the vault's signature over it and
+    that it is this incident's (a signed scope copied onto another incident is refused).
+    Raises `InvalidSignature`."""
+    text = row.document.encode("utf-8")
+    if hashlib.sha256(text).digest() != bytes(row.digest):
+        raise InvalidSignature("the stored scope does not match its digest")
+    verify(public_key, bytes(row.signature), text)
+    document = json.loads(text)
+    if document.get("incident") != str(row.incident_id):
+        raise InvalidSignature("the stored scope is another incident's")
+    return document
+
+
 def canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8")
@@ -204,4 +252,4 @@ def digest(document: dict[str, Any]) -> bytes:
 
 
 __all__ = ["CATEGORY_MAP", "SCOPED_ACTIONS", "WHOLE_RECORD", "Selectors", "canonical", "compute",
-           "digest", "totals", "whole_records"]
+           "digest", "totals", "verified", "whole_records"]

@@ -52,6 +52,11 @@ def _ids(ids: Iterable[uuid.UUID], n: int = 20) -> list[str]:
     return [str(i) for i in list(ids)[:n]]
 
 
+# Events that name a decoy without reading it: its creation, and the DPO's breach work (a scope
+# that lists the decoy the thief touched, its classification), which opens no value.
+NOT_A_TOUCH = frozenset({"vault:patient:create", "breach:incident:manage"})
+
+
 class DecoyRule:
     """Any touch of a honeytoken patient — found by a search, read, exported, written, even
     refused — is critical: no legitimate work ever opens one."""
@@ -59,7 +64,7 @@ class DecoyRule:
     name = "honeytoken"
 
     def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
-        if exempt(ev.actor) or ev.action == "vault:patient:create" or not ev.patient_ids:
+        if (exempt(ev.actor) or ev.action in NOT_A_TOUCH or not ev.patient_ids):
             return ()
         decoys = [p for p in ev.patient_ids if facts.is_decoy(p)]
         if not decoys:
