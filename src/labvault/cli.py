@@ -41,6 +41,8 @@ from labvault.migrate import make_plan
 from labvault.migrate import run as run_migration
 from labvault.migrate import verify as verify_migration
 from labvault.migrate.commands import export_app, migrate_app
+from labvault.patient_commands import patient_report
+from labvault.retention_commands import retention_app
 from labvault.simulator.command import simulate
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
@@ -63,6 +65,8 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
+patient_app.command("report")(patient_report)
 app.add_typer(breach_app, name="breach")
 app.command("serve")(serve)
 app.command("simulate")(simulate)

@@ -48,6 +48,9 @@ class Permission(StrEnum):
     HONEYTOKEN_MANAGE = "watch:honeytoken:manage"  # seed decoy patients, list their contacts
     # Record an incident and compute its scope from the audit log: internal ids, categories.
     BREACH_MANAGE = "breach:incident:manage"
+    # Apply the retention policy: crypto-shred what is past its term, issue the signed erasure
+    # certificate (internal ids only); list and read those certificates.
+    RETENTION_RUN = "vault:retention:run"
 
 
 P = Permission
@@ -61,7 +64,8 @@ POLICY: dict[Role, frozenset[Permission]] = {
                                P.RESULT_WRITE, P.RESULT_VALIDATE, P.PATIENT_EXPORT}),
     Role.DPO: frozenset({P.PATIENT_ERASE, P.LEAK_CHECK, P.MIGRATION_READ, P.MIGRATION_ERASE,
                          P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_HEALTH, P.ACCOUNT_APPROVE,
-                         P.ALERT_READ, P.ALERT_ACK, P.ACCOUNT_UNLOCK, P.BREACH_MANAGE}),
+                         P.ALERT_READ, P.ALERT_ACK, P.ACCOUNT_UNLOCK, P.BREACH_MANAGE,
+                         P.RETENTION_RUN}),
     Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.ACCOUNT_APPROVE, P.TOKEN_MANAGE,
                            P.MIGRATION_READ, P.AUDIT_HEALTH, P.ALERT_READ, P.ACCOUNT_UNLOCK}),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),

@@ -28,6 +28,7 @@ from labvault.clock import SystemClock
 from labvault.config import Settings, default_data_dir
 from labvault.errors import ConfigurationError, LabvaultError
 from labvault.periodic import Periodic
+from labvault.retention_commands import start_retention_schedule
 from labvault.vault import Vault
 from labvault.watch.channels import channels_from_config
 from labvault.watch.config import WatchConfig
@@ -130,15 +131,17 @@ def serve(
 
 
 def start_breach_response(vault: Vault, data_dir: Path) -> tuple[BreachConfig, list[Periodic]]:
-    """``breach.toml`` (an error there stops the start), the exposure checks' lookups and the
-    delivery of queued notices. Without the settings a message needs, the public exposure
-    check answers 503 to everyone and notices wait in the queue; `serve` says so."""
+    """``breach.toml`` (an error there stops the start), the daily retention run, the exposure
+    checks' lookups and the delivery of queued notices. Without the settings a message needs,
+    the public exposure check answers 503 to everyone and notices wait in the queue; `serve`
+    says so."""
     config = BreachConfig.load(data_dir)
     missing = config.missing_for_notices()
     if missing:
         log.warning("breach.toml lacks %s: no notice can be sent and the public exposure check "
                     "is closed", ", ".join(missing))
-    jobs = [exposure_desk(vault, config).start()]
+    jobs = [start_retention_schedule(vault, config, SystemClock()),
+            exposure_desk(vault, config).start()]
     if not missing:
         outbox = Outbox(vault, config)
         jobs.append(Periodic("notice delivery", DELIVERY_SECONDS, outbox.deliver_due).start())

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from labvault.vault.accounts import AccountDesk
     from labvault.vault.audit import AuditDesk
     from labvault.vault.results import ResultDesk
+    from labvault.vault.retention import RetentionDesk
     from labvault.watch.desk import WatchDesk
 
 CipherFactory = Callable[[Secret[bytes], int], FieldCipher]
@@ -148,6 +149,13 @@ class Vault:
         from labvault.breach.desk import BreachDesk
 
         return BreachDesk(self)
+
+    @cached_property
+    def retention(self) -> RetentionDesk:
+        """Retention: crypto-shredding what is past its term, signed erasure certificates."""
+        from labvault.vault.retention import RetentionDesk
+
+        return RetentionDesk(self)
 
     @cached_property
     def watch(self) -> WatchDesk:
