@@ -191,6 +191,7 @@ def test_a_signed_scope_copied_onto_another_incident_is_refused(vault, lab, dpo,
     vault.breach.scope(dpo, first.id, Selectors(actor=thief.actor_id))
     store = BreachStore(vault._records.engine)
     (row,) = store.scopes(first.id)
-    store.insert_scope({**row._asdict(), "id": None, "incident_id": other.id})
+    copied = {k: v for k, v in row._asdict().items() if k != "id"}
+    store.insert_scope({**copied, "incident_id": other.id})
     with pytest.raises(InvalidSignature):
         vault.breach.regulator.draft(dpo, other.id, BreachConfig())

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from labvault import AccessDenied, InvalidCiphertext, KeyUnavailable, Principal, Role
 from labvault.access.permissions import Permission
-from labvault.crypto.envelope import Sealed
+from labvault.crypto.envelope import Sealed, dek_context, pending_key_context, staging_key_context
 from labvault.crypto.signing import public_pem
 from labvault.domain.records import Attachment, Comment, Order, Patient, PatientRecord, Result, Sex
 from labvault.errors import MigrationBusy, StepUpRequired, StoreError
@@ -32,6 +32,7 @@ from labvault.store.tables import (
     lab_order,
     patient,
     patient_site,
+    pending_data_key,
     result,
     staging_key,
 )
@@ -101,7 +102,7 @@ def snapshot(vault) -> dict[str, list]:
         for t in (*TABLES, patient_site, erasure_certificate):
             out[t.name] = sorted(map(tuple, conn.execute(select(t))), key=repr)
     with vault._keystore.engine.connect() as conn:
-        for t in (data_key, staging_key):
+        for t in (data_key, staging_key, pending_data_key):
             out[t.name] = sorted(map(tuple, conn.execute(select(t))), key=repr)
     return out
 
@@ -242,6 +243,75 @@ def test_an_interrupted_rekey_is_finished_by_the_next_run(vault, operator, lab, 
     assert got.orders == (active.orders[1], late)
     assert vault._keystore.get(pid).dek_version == 2
     assert check(second.document)["records_erased"] == []
+    assert vault._keystore.pending_patients() == []
+
+
+def interrupt_rekey(vault, operator, monkeypatch) -> None:
+    """A run whose key swap fails: the patient's rows are left under the pending key."""
+    desk = RetentionDesk(vault)
+
+    def crash(*_a, **_k):
+        raise StoreError("replacing a data key failed (OperationalError)")
+
+    with monkeypatch.context() as m:
+        m.setattr(desk._store, "swap_key", crash)
+        desk.run(operator, POLICY)
+
+
+def test_a_pending_key_survives_key_rotation_and_the_rekey_completes(vault, operator, lab,
+                                                                      monkeypatch, backend,
+                                                                      settings):
+    recs, _ = lab
+    active, pid = recs["active"], recs["active"].id
+    interrupt_rekey(vault, operator, monkeypatch)
+    keys = vault._keystore
+    assert keys.pending_patients() == [pid]
+    with keys.engine.connect() as conn:
+        assert list(conn.execute(select(staging_key))) == []  # the migration's went with its area
+    version, wrapped = keys.get_pending(pid)
+    assert version == 1
+    pending = vault._keys.unwrap(version, wrapped, pending_key_context(pid)).reveal()
+    for other in (dek_context(pid), staging_key_context(pid)):  # its own context only
+        with pytest.raises(InvalidCiphertext):
+            vault._keys.unwrap(version, wrapped, other)
+
+    # A rotation that misses the pending key (stored after it listed them) keeps its version.
+    with monkeypatch.context() as m:
+        m.setattr(keys, "pending_by_version", lambda _v: [])
+        first = vault.rotate_keys(operator)
+    assert (first.new_version, first.retired) == (2, ())
+    assert keys.pending_count_by_version() == {1: 1} and set(keys.count_by_version()) == {2}
+    # The next one rewraps it under the new version, and retires both old ones.
+    second = vault.rotate_keys(operator)
+    assert (second.new_version, second.retired) == (3, (1, 2))
+    assert set(vault._keys.versions()) == {3}
+    version, rewrapped = keys.get_pending(pid)
+    assert version == 3 and rewrapped != wrapped
+    assert vault._keys.unwrap(3, rewrapped, pending_key_context(pid)).reveal() == pending
+
+    # The re-key then completes under the rewrapped key.
+    run = RetentionDesk(vault).run(operator, POLICY)
+    assert run.document["certificate"]["rekeys_resumed"] == [str(pid)]
+    assert vault.get_record(operator, pid).orders == (active.orders[1],)
+    stored = keys.get(pid)
+    assert (stored.dek_version, stored.kek_version) == (2, 3)
+    assert vault._keys.unwrap(3, stored.wrapped, dek_context(pid)).reveal() == pending
+    assert keys.pending_patients() == [] and keys.pending_count_by_version() == {}
+    if backend == "sqlite":  # neither wrapping of the pending key is left in the files
+        for f in settings.data_dir.glob("keys.sqlite*"):
+            assert wrapped not in f.read_bytes() and rewrapped not in f.read_bytes()
+    third = vault.rotate_keys(operator)
+    assert third.retired == (3,)
+
+
+def test_erasing_a_patient_mid_rekey_destroys_the_pending_key_too(vault, operator, lab,
+                                                                  monkeypatch):
+    recs, _ = lab
+    pid = recs["active"].id
+    interrupt_rekey(vault, operator, monkeypatch)
+    assert vault._keystore.pending_patients() == [pid]
+    assert vault.erase_patient(operator, pid).key_destroyed
+    assert vault._keystore.get(pid) is None and vault._keystore.pending_patients() == []
 
 
 def test_roles_and_bulk_step_up(vault, operator, lab, clock):

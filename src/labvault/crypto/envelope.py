@@ -120,3 +120,9 @@ def dek_context(record_id: uuid.UUID) -> bytes:
 def staging_key_context(migration_id: uuid.UUID) -> bytes:
     """What a wrapped staging key is bound to: it opens only for its own migration."""
     return b"staging|" + migration_id.bytes
+
+
+def pending_key_context(patient_id: uuid.UUID) -> bytes:
+    """What a patient's pending data key (a re-key under way) is bound to: it opens only as that
+    patient's pending key, never as a data key nor as a staging key."""
+    return b"pending|" + patient_id.bytes

@@ -5,10 +5,10 @@ Only rows move here: sealed values in and out, ids and clear dates. The vault op
 
 A re-key needs the patient's new data key to be durable before any row is sealed under it, and
 the key store has one data key per patient. Until it is swapped in, the new key waits in the key
-store's ``staging_key`` table under a *derived* id (the patient id XOR `PENDING_MASK`, which
-no random migration id will meet), wrapped for that id as a staging key is: ``keys rotate``
-then moves it to a new master key version with the staging keys, and counts it before retiring
-a version. Nothing else reads it: migrations are listed from the data database.
+store's ``pending_data_key`` table (`KeyStore.put_pending`), wrapped for its patient as a pending
+key (`pending_key_context`: it opens neither as a data key nor as a staging key): ``keys rotate``
+moves it to a new master key version with the data and staging keys, and counts it before
+retiring a version.
 """
 
 from __future__ import annotations
@@ -36,16 +36,10 @@ from labvault.store.tables import (
     patient,
     patient_site,
     result,
-    staging_key,
 )
 
-PENDING_MASK = 0x5245_4B45_595F_5045_4E44_494E_475F_4B59  # "REKEY_PENDING_KY"
 # Children first: a delete never waits on a cascade.
 RECORD_TABLES = (attachment, comment, result, lab_order)
-
-
-def pending_id(patient_id: uuid.UUID) -> uuid.UUID:
-    return uuid.UUID(int=patient_id.int ^ PENDING_MASK)
 
 
 def sealed_columns(table: Table) -> list[str]:
@@ -144,26 +138,18 @@ class RetentionStore:
     # -- keys ------------------------------------------------------------------------------------
     def put_pending(self, patient_id: uuid.UUID, kek_version: int, wrapped: bytes,
                     at: datetime) -> None:
-        self.keystore.insert_staging(pending_id(patient_id), kek_version, wrapped, at)
+        self.keystore.put_pending(patient_id, kek_version, wrapped, at)
 
     def get_pending(self, patient_id: uuid.UUID) -> tuple[int, bytes] | None:
-        return self.keystore.get_staging(pending_id(patient_id))
+        return self.keystore.get_pending(patient_id)
 
     def drop_pending(self, patient_id: uuid.UUID) -> None:
-        self.keystore.destroy_staging(pending_id(patient_id))  # scrubbed: it held a data key
+        self.keystore.drop_pending(patient_id)  # scrubbed: it held a data key
 
     def pending_patients(self) -> list[uuid.UUID]:
-        """Patients whose re-key was interrupted: a staging key row whose id, unmasked, is a
-        patient's (a migration's own staging key unmasks to no patient)."""
-        with guarded("reading pending keys"), self.keystore.engine.connect() as conn:
-            held = [uuid.UUID(int=r.migration_id.int ^ PENDING_MASK)
-                    for r in conn.execute(select(staging_key.c.migration_id))]
-        found: set[uuid.UUID] = set()
-        with guarded("reading pending keys"), self.engine.connect() as conn:
-            for start in range(0, len(held), 500):
-                found.update(conn.execute(select(patient.c.id).where(
-                    patient.c.id.in_(held[start:start + 500]))).scalars())
-        return sorted(found)
+        """Patients whose re-key was interrupted (a pending key of a patient no longer in the
+        key store is dropped by the resume)."""
+        return self.keystore.pending_patients()
 
     def swap_key(self, key: WrappedKey, old_dek_version: int) -> bool:
         """Replace the patient's data key of version `old_dek_version` by `key` (the old one is
@@ -210,5 +196,4 @@ class RetentionStore:
         return (int(found.seq), bytes(found.hash)) if found is not None else (0, b"")
 
 
-__all__ = ["PENDING_MASK", "RECORD_TABLES", "PatientTx", "RetentionStore", "ScanRows",
-           "pending_id", "sealed_columns"]
+__all__ = ["RECORD_TABLES", "PatientTx", "RetentionStore", "ScanRows", "sealed_columns"]

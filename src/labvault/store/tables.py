@@ -24,7 +24,7 @@ Clear columns (not personal) are, exactly:
   ``migration_report`` (counts and outcomes of each step, as JSON without personal values);
 - key store ``data_key``: ``patient_id``, ``kek_version``, ``dek_version``, ``created_at`` and the
   wrapped key (ciphertext under the master key); ``staging_key``: the same for a migration's
-  staging key.
+  staging key; ``pending_data_key``: the same for a patient's next data key during a re-key.
 
 Everything else is AES-256-GCM ciphertext (an account's e-mail, name, RPPS and TOTP secret
 included).
@@ -513,6 +513,16 @@ data_key = Table(
 staging_key = Table(
     "staging_key", keystore_metadata,
     Column("migration_id", Uuid, primary_key=True),
+    Column("kek_version", Integer, nullable=False, index=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    _ts("created_at"),
+)
+
+# A patient's next data key while a re-key (the retention policy) is under way: durable before
+# any row is sealed under it, swapped into ``data_key`` at the end, then deleted and scrubbed.
+pending_data_key = Table(
+    "pending_data_key", keystore_metadata,
+    Column("patient_id", Uuid, primary_key=True),
     Column("kek_version", Integer, nullable=False, index=True),
     Column("wrapped", LargeBinary, nullable=False),
     _ts("created_at"),

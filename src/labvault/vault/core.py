@@ -500,6 +500,8 @@ class Vault:
         Data is not re-encrypted. Interrupted, it is simply run again: keys still under an old
         version are rewrapped by the next run before that version is retired.
         """
+        from labvault.crypto.envelope import pending_key_context
+
         self._authorize(principal, Permission.KEYS_ROTATE)
         self._event(principal, Permission.KEYS_ROTATE, "allowed")
         new = self._keys.add_version()
@@ -525,9 +527,16 @@ class Vault:
                 ctx = staging_key_context(migration_id)
                 v, rewrapped_key = self._keys.wrap(self._keys.unwrap(version, wrapped, ctx), ctx)
                 self._keystore.rewrap_staging(migration_id, v, rewrapped_key)
+            # So do the pending keys of re-keys under way: rows may be sealed under them already.
+            for patient_id, wrapped in self._keystore.pending_by_version(version):
+                ctx = pending_key_context(patient_id)
+                v, rewrapped_key = self._keys.wrap(self._keys.unwrap(version, wrapped, ctx), ctx)
+                self._keystore.rewrap_pending(patient_id, (version, wrapped), v, rewrapped_key)
         leftovers = self._keystore.count_by_version()
-        for version, n in self._keystore.staging_count_by_version().items():
-            leftovers[version] = leftovers.get(version, 0) + n
+        for counts in (self._keystore.staging_count_by_version(),
+                       self._keystore.pending_count_by_version()):
+            for version, n in counts.items():
+                leftovers[version] = leftovers.get(version, 0) + n
         retired = []
         for version in old_versions:
             if leftovers.get(version, 0) == 0:

@@ -38,12 +38,18 @@ from typing import TYPE_CHECKING, Any
 from labvault import codec
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
-from labvault.crypto.envelope import FieldCipher, Sealed, dek_context, new_data_key, staging_key_context
+from labvault.crypto.envelope import (
+    FieldCipher,
+    Sealed,
+    dek_context,
+    new_data_key,
+    pending_key_context,
+)
 from labvault.crypto.signing import Signer
 from labvault.errors import InvalidCiphertext, KeyUnavailable, MigrationBusy, NotFound, StoreError
 from labvault.secret import Secret
 from labvault.store.keystore import WrappedKey
-from labvault.store.retention import RECORD_TABLES, RetentionStore, pending_id, sealed_columns
+from labvault.store.retention import RECORD_TABLES, RetentionStore, sealed_columns
 from labvault.store.tables import attachment, comment, lab_order, patient, result
 from labvault.vault import retention_policy as rp
 from labvault.vault.core import _attachment_ref, _comment_ref, _order_ref, _result_ref
@@ -170,7 +176,7 @@ class RetentionDesk:
                  **{k: len(getattr(expired, k)) for k in rp.CATEGORIES})
         old = v._cipher_for(pid, stored)
         dek, version = new_data_key(), stored.dek_version + 1
-        kek_version, wrapped = v._keys.wrap(dek, staging_key_context(pending_id(pid)))
+        kek_version, wrapped = v._keys.wrap(dek, pending_key_context(pid))
         self._store.put_pending(pid, kek_version, wrapped, v._clock.now())
         self._finish(pid, old, stored.dek_version, dek, version, expired)
         return {**expired.as_dict(), "old_key_version": stored.dek_version,
@@ -230,7 +236,7 @@ class RetentionDesk:
             pending, stored = self._store.get_pending(pid), v._keystore.get(pid)
             if pending is None:
                 continue
-            dek = v._keys.unwrap(pending[0], pending[1], staging_key_context(pending_id(pid)))
+            dek = v._keys.unwrap(pending[0], pending[1], pending_key_context(pid))
             current = None if stored is None else v._keys.unwrap(
                 stored.kek_version, stored.wrapped, dek_context(pid))
             if stored is None or current is None or hmac.compare_digest(current.reveal(),
