@@ -14,7 +14,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from breach.sms_gateway import breach_config
 from labvault.access.principal import Role
+from labvault.breach.exposure import exposure_desk
 
 EXAMPLES = 25
 CHECKS = [schemathesis.checks.not_a_server_error, content_type_conformance,
@@ -41,6 +43,14 @@ def run_schema(app, headers: dict[str, str], examples: int,
 
         check()
     return statuses
+
+
+@pytest.fixture(autouse=True)
+def breach_settings(vault, client) -> None:
+    """A laboratory that has set breach.toml up, as `serve` loads it: the public exposure
+    check is open (without it, it answers 503 to everyone by design)."""
+    client.app.state.breach_config = config = breach_config()
+    exposure_desk(vault, config)
 
 
 def test_anonymous_callers_get_no_server_error(client, records):

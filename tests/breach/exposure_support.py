@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import random
 import statistics
+from collections import Counter
 from datetime import date, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from stdnum.fr import nir as stdnum_nir
 
 from labvault.breach.config import BreachConfig
@@ -80,6 +81,27 @@ def spellings(patient) -> list[str]:
     return [nir, f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}",
             d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%Y%m%d"), d.strftime("%d%m%Y"),
             patient.last_name, patient.first_names]
+
+
+# -- work ----------------------------------------------------------------------------------------
+def count_work(vault, monkeypatch) -> Counter:
+    """A counter of what the vault does from now on, by kind: ``writes`` (transactions
+    committed on the data database, audit events appended), ``key reads`` (statements on the
+    key store) and ``unwraps`` (data keys unwrapped). Cleared by the caller between steps."""
+    work: Counter = Counter()
+    event.listen(vault._records.engine, "commit", lambda *_: work.update(["writes"]))
+    event.listen(vault._keystore.engine, "before_cursor_execute",
+                 lambda *_: work.update(["key reads"]))
+
+    def counted(name: str, call):
+        def run(*args, **kwargs):
+            work.update([name])
+            return call(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(vault._keys, "unwrap", counted("unwraps", vault._keys.unwrap))
+    monkeypatch.setattr(vault._audit, "append", counted("writes", vault._audit.append))
+    return work
 
 
 # -- timing --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import email.policy
 import logging
 import re
 import uuid
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from sms_gateway import (
     ENVIRON,
+    TOKEN,
     TOKEN_ENV,
     SmsGateway,
     SmtpRecorder,
@@ -28,7 +30,7 @@ from sms_gateway import (
     smtp_server,
     tls_contexts,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from labvault.access.principal import Principal, Role
 from labvault.breach.delivery import (
@@ -42,10 +44,11 @@ from labvault.breach.delivery import (
 from labvault.breach.delivery import (
     SmsGateway as SmsAdapter,
 )
+from labvault.breach.dispatch import LEASE
 from labvault.breach.notices import Outbox
 from labvault.errors import ConfigurationError
 from labvault.secret import Secret
-from labvault.store.tables import audit_event, breach_notice
+from labvault.store.tables import audit_event, breach_notice, incident_scope
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
 SPECIAL_WORDS = ("VIH", "hiv", "hépatite", "grossesse", "cancer", "génétique", "sensible")
@@ -207,7 +210,7 @@ def test_failures_back_off_then_end_and_nothing_goes_in_clear(vault, lab, incide
             == {3}
 
 
-def test_adapters_refuse_what_would_leak_and_name_no_value(clock) -> None:
+def test_adapters_refuse_what_would_leak_and_name_no_value(clock, monkeypatch) -> None:
     with pytest.raises(ValueError):
         SmsAdapter("http://sms.example/v1", Secret("t"), "Labo")  # http off the loopback
     with pytest.raises(ConfigurationError) as exc:
@@ -225,6 +228,12 @@ def test_adapters_refuse_what_would_leak_and_name_no_value(clock) -> None:
     assert mobile_number("01 45 67 89 10") is None  # a landline gets no SMS
     assert email_address(" a.b@example.org ") == "a.b@example.org"
     assert email_address("a@b.org\r\nBcc: x@y.org") is None
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):  # the environment is not trusted
+        for variant in (name, name.lower()):
+            monkeypatch.setenv(variant, "http://127.0.0.1:9")  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
     with SmsGateway() as gateway:
         gateway.script = [(429, {}), (200, {})]
         wrong = SmsAdapter(gateway.url, Secret("not-the-token"), "Labo")
@@ -238,3 +247,110 @@ def test_adapters_refuse_what_would_leak_and_name_no_value(clock) -> None:
         right.close()
         wrong.close()
     assert gateway.unauthorised == 1 and [m.status for m in gateway.received] == [429, 200]
+
+
+class SlowGateway:
+    """The SMS adapter to the test gateway, each message taking `minutes` on the test clock
+    (a slow provider); `then(n)` runs once the n-th message is through, whatever came of it
+    (another worker's run, say)."""
+
+    channel = "sms"
+
+    def __init__(self, url: str, clock, minutes: float, then=None) -> None:
+        self._adapter = SmsAdapter(url, Secret(TOKEN), "Labo")
+        self._clock, self._minutes, self._then = clock, minutes, then
+        self.sent: list[uuid.UUID] = []
+
+    def send(self, message: Outgoing) -> str | None:
+        try:
+            return self._adapter.send(message)
+        finally:
+            self._clock.advance(timedelta(minutes=self._minutes))
+            self.sent.append(message.notice_id)
+            if self._then is not None:
+                self._then(len(self.sent))
+
+    def close(self) -> None:
+        self._adapter.close()
+
+
+def sms_outbox(vault, gateway: SlowGateway, **notices) -> Outbox:
+    return Outbox(vault, breach_config(**notices), senders={"sms": gateway},
+                  sleep=lambda s: None)
+
+
+def test_a_run_longer_than_the_lease_sends_nothing_twice(vault, lab, incident, dpo, clock,
+                                                         servers) -> None:
+    assert sms_outbox(vault, SlowGateway(servers.sms.url, clock, 0)).queue_incident(
+        dpo, incident.id, include_sealed=True) == 7  # 3 SMS, 4 e-mails (not sent here)
+    other = SlowGateway(servers.sms.url, clock, 0)
+
+    def meanwhile(n: int) -> None:  # 12 minutes into the first run, another one starts
+        if n == 2:
+            assert sms_outbox(vault, other).deliver_due()["sent"] == 1
+
+    first = SlowGateway(servers.sms.url, clock, 6, meanwhile)  # 6 minutes a message
+    assert 3 * timedelta(minutes=6) > LEASE > timedelta(minutes=6)
+    assert sms_outbox(vault, first).deliver_due()["sent"] == 2
+    assert not set(first.sent) & set(other.sent) and len(first.sent + other.sent) == 3
+    assert sorted(Counter(m.reference for m in servers.sms.received).values()) == [1, 1, 1]
+    with vault._records.engine.connect() as conn:
+        sms = [r for r in conn.execute(select(breach_notice)) if r.channel == "sms"]
+    assert {(r.state, r.attempts) for r in sms} == {("done", 1)}
+
+
+def test_an_attempt_that_outlives_its_lease_does_not_overwrite_the_next(
+        vault, lab, incident, dpo, clock, servers, caplog) -> None:
+    caplog.set_level(logging.WARNING, "labvault.breach")
+    outbox = sms_outbox(vault, SlowGateway(servers.sms.url, clock, 0))
+    assert outbox.queue_incident(dpo, incident.id) == 5  # 2 SMS
+    servers.sms.script = [(503, {})]  # the first attempt fails, after 11 minutes
+    taken_over = SlowGateway(servers.sms.url, clock, 0)
+
+    def meanwhile(n: int) -> None:
+        if n == 1:  # its lease ran out: another run takes the notice over, and sends both
+            assert sms_outbox(vault, taken_over).deliver_due()["sent"] == 2
+
+    late = SlowGateway(servers.sms.url, clock, 11, meanwhile)
+    assert sms_outbox(vault, late).deliver_due()["retrying"] == 1
+    assert len(late.sent) == 1 and late.sent[0] in taken_over.sent
+    status = outbox.status(dpo, incident.id)
+    assert status["by_channel"]["sms"] == {"sent": 2}  # not the late attempt's "retrying"
+    with vault._records.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(breach_notice))}
+    assert (rows[late.sent[0]].state, rows[late.sent[0]].attempts) == ("done", 2)
+    assert "code" not in outbox._open(late.sent[0], rows[late.sent[0]].delivery)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"notice {late.sent[0]}: attempt 1 outlived its lease; its outcome is not recorded"]
+
+
+def test_a_notice_that_cannot_be_composed_does_not_stop_the_run(
+        vault, lab, incident, dpo, clock, servers, caplog) -> None:
+    caplog.set_level(logging.WARNING, "labvault.breach")
+    outbox = outbox_for(vault, clock, servers, max_attempts=2, retry_after_seconds=60)
+    other = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="lost-backup",
+                                       description="Sauvegarde égarée")
+    scope_id = signed_scope(vault, other.id, [{"id": r.id, "categories": ["identity"]}
+                                              for r in lab])
+    assert outbox.queue_incident(dpo, incident.id) == 5
+    assert outbox.queue_incident(dpo, other.id) == 7
+    with vault._records.engine.begin() as conn:  # its scope altered since: it does not check
+        conn.execute(update(incident_scope).where(incident_scope.c.id == scope_id).values(
+            document=incident_scope.c.document + " "))
+    outbox = outbox_for(vault, clock, servers, max_attempts=2, retry_after_seconds=60)
+    start = clock.now()
+    assert outbox.deliver_due() == {"sent": 5, "retrying": 7, "failed": 0, "undeliverable": 0}
+    with vault._records.engine.connect() as conn:
+        held = [r for r in conn.execute(select(breach_notice)) if r.incident_id == other.id
+                and r.channel != "none"]
+    assert {(r.state, r.attempts) for r in held} == {("queued", 1)}
+    due = {r.next_attempt_at.replace(tzinfo=start.tzinfo) for r in held}
+    assert due == {start + timedelta(seconds=60)}  # due again as a retry, not held for a lease
+    assert {outbox._open(r.id, r.delivery)["error"] for r in held} == {"InvalidRecord"}
+    clock.set(start + timedelta(seconds=60))
+    assert outbox.deliver_due() == {"sent": 0, "retrying": 0, "failed": 7, "undeliverable": 0}
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 14 and all(m.endswith("ended with InvalidRecord; it will be tried "
+                                                "again") for m in logged)
+    assert not [v for v in contacts_of(lab) if v in "\n".join(logged)]
+    assert len(servers.smtp.messages) == 3 and len(servers.sms.received) == 2

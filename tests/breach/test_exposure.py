@@ -20,6 +20,7 @@ from exposure_support import (
     audit_rows,
     body,
     config,
+    count_work,
     half_spread,
     median_se,
     member,
@@ -30,11 +31,17 @@ from exposure_support import (
     stranger_nir,
 )
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import delete, insert, select, update
 from stdnum.fr import nir as stdnum_nir
 
 from labvault.access.principal import Principal, Role
-from labvault.breach.exposure import advice, entry_of, exposure_desk
+from labvault.breach.exposure import (
+    REFUSED_PER_HOUR,
+    ScopeUnverified,
+    advice,
+    entry_of,
+    exposure_desk,
+)
 from labvault.breach.exposure_worker import parse_details, source_network
 from labvault.breach.scope import Selectors
 from labvault.ingest.base import Parsed, Position
@@ -42,6 +49,7 @@ from labvault.store.tables import incident_scope
 from labvault.synthetic import SyntheticLab
 
 URL = "/exposure-check"
+CHECK = "breach:exposure:check"
 ROUNDS = 150
 
 
@@ -149,7 +157,7 @@ def test_the_answer_takes_the_same_time_whoever_is_named(client, kinds, make_des
 
 # -- (d): limits ------------------------------------------------------------------------------------
 def test_a_source_is_limited_per_hour_and_the_limit_says_nothing_more(client, kinds, make_desk,
-                                                                      clock):
+                                                                      clock, vault):
     desk = make_desk(per_source=5)
     member_b, stranger_b = kinds["member"], kinds["stranger"]
     for i in range(5):
@@ -161,6 +169,8 @@ def test_a_source_is_limited_per_hour_and_the_limit_says_nothing_more(client, ki
     assert over[0].headers["retry-after"] == str(to_the_hour)
     assert_same([client.post(URL, data=b) for b in (member_b, stranger_b)], 429)
     assert desk.pending == 5
+    # The block is audited once, when it starts: a flood past the limit writes no more.
+    assert [r.outcome for r in audit_rows(vault, CHECK)] == ["queued"] * 5 + ["limited"]
     clock.advance(timedelta(seconds=to_the_hour))
     assert client.post(URL, json=member_b).status_code == 202
 
@@ -188,20 +198,68 @@ def test_the_daily_limit_per_person_never_shows_on_the_request_path(client, reco
     later = [client.post(URL, json=kinds["member"]) for _ in range(3)]
     later.append(client.post(URL, json=kinds["stranger"]))
     assert_same([first, *later], 202)
-    assert desk.drain() == ["match", "limited", "limited", "miss"]
+    drained = desk.drain()  # in the order queued; which of the three is answered is random
+    assert sorted(drained[:3]) == ["limited", "limited", "match"] and drained[3] == "miss"
     assert len(answers(vault)) == 2 * per_answer
     clock.advance(timedelta(days=1))
     assert client.post(URL, json=kinds["member"]).content == first.content
     assert desk.drain() == ["match"]
     assert len(answers(vault)) == 3 * per_answer
 
-    # In `labvault serve` a thread drains the queue; stopping it drains what is left.
+    # In `labvault serve` a thread drains the queue; stopping it drains what is left. It does
+    # not run on a fixed beat: each wait is drawn anew within half a tick either way.
     worker = desk.start(every=3600)  # no tick comes during the test
+    waits = [worker.delay() for _ in range(50)]
+    assert all(1800 <= w <= 5400 for w in waits) and len(set(waits)) > 40
     client.post(URL, json=kinds["stranger"])
     client.post(URL, json=kinds["member"])
     worker.stop()
     assert desk.pending == 0 and len(answers(vault)) == 4 * per_answer
     assert {r.patient_id for r in answers(vault)} == {member(records).id}
+
+
+def test_the_worker_looks_checks_up_in_a_random_order(kinds, make_desk, monkeypatch):
+    desk = make_desk(per_source=100)
+    details, _ = desk.parse(kinds["member"]["nir"], kinds["member"]["birth_date"])
+    queued = [f"r{i:02d}" for i in range(30)]
+    for request_id in queued:
+        desk.submit(details, source="192.0.2.1", request_id=request_id)
+    seen: list[str] = []
+    monkeypatch.setattr(desk._lookup, "run",
+                        lambda check: seen.append(check.request_id) or check.request_id)
+    assert desk.drain() == queued  # the outcomes, in the order the checks were queued
+    assert sorted(seen) == queued and seen != queued  # 1 chance in 30! of the same order
+
+
+def test_a_lookup_does_the_same_work_whoever_it_finds(client, kinds, make_desk, vault,
+                                                      monkeypatch):
+    """A stranger's check opens, counts and writes as a member's does (the decoy's): the
+    worker's time, seen through contention on the databases, does not tell them apart."""
+    desk = make_desk(per_source=100, per_identity=1)
+    work = count_work(vault, monkeypatch)
+    done: dict[str, dict[str, int]] = {}
+    for kind in ("member", "member", "stranger", "wrong date"):
+        assert client.post(URL, json=kinds[kind]).status_code == 202
+        work.clear()
+        [outcome] = desk.drain()
+        done[outcome] = dict(work)
+    assert list(done) == ["match", "limited", "miss", "mismatch"]
+    # Two keys unwrapped (birth date, contact), two key reads, four writes: the counter, the
+    # lookup's event, then the answer's event and notices (or the decoy's two writes).
+    assert done["match"] == {"unwraps": 2, "key reads": 2, "writes": 4}, done
+    assert all(w == done["match"] for w in done.values()), done
+    assert [r.outcome for r in audit_rows(vault, "breach:exposure:lookup")] == list(done)
+
+    # The decoy's key was wrapped under the master key version then active; retired, it is
+    # wrapped anew (once), and a check that finds nobody still does the same work.
+    old = vault._keys.active_version()
+    vault._keys.add_version()
+    vault._keys.retire(old)
+    client.post(URL, json=kinds["stranger"])
+    assert desk.drain() == ["miss"]
+    client.post(URL, json=kinds["stranger"])
+    work.clear()
+    assert desk.drain() == ["miss"] and dict(work) == done["match"]
 
 
 # -- (e): the audit -------------------------------------------------------------------------------------
@@ -280,6 +338,45 @@ def test_a_malformed_or_cross_site_request_is_refused_for_that_alone(client, rec
     for part in ('lang="fr"', 'method="post"', 'name="nir"', 'name="birth_date"',
                  "Laboratoire d&#39;essai", "dpo@lab.example", "ne dit jamais qui est concerné"):
         assert part in r.text
+
+
+def test_refused_requests_are_counted_per_source_and_a_flood_is_audited_once(
+        client, records, make_desk, vault, clock):
+    make_desk(per_source=5)
+    good = body(member(records).nir, member(records).birth_date)
+    malformed = {"nir": "x", "birth_date": "y"}
+    senders = [lambda: client.post(URL, json=malformed),
+               lambda: client.post(URL, data=malformed),
+               lambda: client.post(URL, content=b"a", headers={"content-type": "text/plain"}),
+               lambda: client.post(URL, json=good, headers={"sec-fetch-site": "cross-site"})]
+    sent = [senders[i % 4]() for i in range(400)]
+    statuses = [r.status_code for r in sent]
+    assert statuses[:REFUSED_PER_HOUR] == [422, 422, 415, 403] * (REFUSED_PER_HOUR // 4)
+    assert set(statuses[REFUSED_PER_HOUR:]) == {429}
+    # Past the limit, the same answer whatever was sent: the form's page, or the JSON.
+    over = list(enumerate(sent))[REFUSED_PER_HOUR:]
+    assert_same([r for i, r in over if i % 4 != 1], 429)
+    assert_same([r for i, r in over if i % 4 == 1], 429)
+    assert sent[-1].json() == {"error": "rate_limited"}
+    to_the_hour = 3600 - (clock.now().minute * 60 + clock.now().second)
+    assert sent[-1].headers["retry-after"] == str(to_the_hour)
+
+    events = audit_rows(vault, CHECK)
+    assert len(events) == REFUSED_PER_HOUR + 1  # one per refusal, then one for the block
+    assert [r.outcome for r in events[:4]] == ["invalid", "invalid", "unsupported", "cross_site"]
+    block = events[-1]
+    assert (block.outcome, json.loads(block.detail), block.request_id) == (
+        "limited", {"counter": "refused"}, sent[REFUSED_PER_HOUR].headers["x-request-id"])
+
+    # Checks are counted apart: the source's well-formed checks still go through, and another
+    # source is refused for what it sends, not limited.
+    assert client.post(URL, json=good).status_code == 202
+    with TestClient(client.app, base_url="http://127.0.0.1", client=("192.0.2.9", 40000)) as other:
+        assert other.post(URL, json=good).status_code == 202
+        assert other.post(URL, json=malformed).status_code == 422
+    assert len(audit_rows(vault, CHECK)) == REFUSED_PER_HOUR + 4
+    clock.advance(timedelta(seconds=to_the_hour))  # a new hour: refused for what it sends again
+    assert client.post(URL, json=malformed).status_code == 422
 
 
 # -- (f): the patient's own space ---------------------------------------------------------------------
@@ -368,6 +465,41 @@ def test_a_patient_sees_the_incidents_that_concern_them_and_nobody_else(
             document=latest.document.replace('"sealed"', '"decrypted"')))
     r = client.get("/me/exposures", headers=sessions[s.id])
     assert r.status_code == 400 and r.json() == {"error": "refused"}
+
+
+def test_a_scope_is_read_only_for_the_incident_it_was_signed_for(client, records, make_desk,
+                                                                 vault, login, clock):
+    desk = make_desk()
+    a = records[0].patient
+    thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
+    dpo = Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
+    vault.get_record(thief, a.id)
+    first, second = (vault.breach.open_incident(dpo, detected_at=clock.now(), description="x",
+                                                vector="stolen-credentials") for _ in range(2))
+    vault.breach.scope(dpo, first.id, Selectors(actor=thief.actor_id))
+    assert [e.incident_id for e in desk.exposures_of(a.id)] == [first.id]
+    headers = login(Role.PATIENT, a.id).headers
+
+    # The first incident's scope copied to the second: its signature checks, its incident not.
+    s = incident_scope.c
+    with vault._records.engine.begin() as conn:
+        row = conn.execute(select(incident_scope).where(s.incident_id == first.id)).one()
+        copy = {k: v for k, v in row._mapping.items() if k != "id"} | {"incident_id": second.id}
+        copied = conn.execute(insert(incident_scope).values(copy)).inserted_primary_key[0]
+    with pytest.raises(ScopeUnverified, match="another incident"):
+        desk.exposures_of(a.id)
+    r = client.get("/me/exposures", headers=headers)
+    assert r.status_code == 400 and r.json() == {"error": "refused"}
+
+    # A stored digest that is not the document's.
+    with vault._records.engine.begin() as conn:
+        conn.execute(delete(incident_scope).where(s.id == copied))
+    latest = vault.breach.scope(dpo, first.id, Selectors(actor=thief.actor_id))
+    with vault._records.engine.begin() as conn:
+        conn.execute(update(incident_scope).where(s.id == latest.id).values(
+            digest=hashlib.sha256(b"another document").digest()))
+    with pytest.raises(ScopeUnverified, match="digest"):
+        desk.exposures_of(a.id)
 
 
 # -- pure parts --------------------------------------------------------------------------------------

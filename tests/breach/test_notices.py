@@ -4,11 +4,15 @@ an SMS); verification codes on the public page; answers to exposure checks; the 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email
 import email.policy
 import json
 import re
+import threading
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,19 +32,29 @@ from sms_gateway import (
     smtp_server,
     tls_contexts,
 )
-from sqlalchemy import select, update
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from labvault import FixedClock, Settings, Vault, local_operator
+from labvault.access.permissions import BULK_LIMIT
 from labvault.access.principal import Principal, Role
 from labvault.breach import notice_text as text
 from labvault.breach.desk import VECTORS
-from labvault.breach.notices import Exposure, Outbox
+from labvault.breach.notices import Exposure, Outbox, VerifyThrottled
 from labvault.cli import app as cli_app
 from labvault.crypto.blind import BlindIndex
-from labvault.errors import AccessDenied, ConfigurationError, InvalidRecord, NotFound
+from labvault.errors import (
+    AccessDenied,
+    ConfigurationError,
+    InvalidRecord,
+    NotFound,
+    StepUpRequired,
+)
 from labvault.store.alerts import AlertStore
+from labvault.store.breach import BreachStore
 from labvault.store.tables import audit_event, breach_notice, incident_scope
+from labvault.synthetic import SyntheticLab
 from labvault.watch.engine import DECOY_KEY
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
@@ -226,6 +240,16 @@ def test_codes_verify_on_the_public_page_and_answers_say_which_incidents(
             Exposure(inc.id, inc.detected_at.date(), tuple(ENTRY["categories"]), ("hiv",),
                      "decrypted"),
             Exposure(second.id, second.detected_at.date(), ("identity",), (), "sealed")]
+        reads: list[str] = []  # each scope is read and checked once per outbox, not per call
+        engine = vault._records.engine
+        listen = (engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
+        event.listen(*listen)
+        try:
+            assert len(outbox.exposures_of(lab[0].id)) == 2
+            assert outbox.exposures_of(stranger.id) == []
+        finally:
+            event.remove(*listen)
+        assert reads and not [q for q in reads if "incident_scope.document" in q]
         assert len(outbox.enqueue_exposure_answer(lab[0].id)) == 2  # e-mail and SMS
         assert len(outbox.enqueue_exposure_answer(stranger.id)) == 1
         assert outbox.deliver_due()["sent"] == 4 + 3  # the incident's e-mails, the answers
@@ -300,3 +324,125 @@ def test_the_commands_queue_send_and_count(tmp_path: Path) -> None:
     assert len(recorder.messages) == 4 and len(gateway.accepted) == 3
     bad = runner.invoke(cli_app, ["breach", "notify", "not-a-uuid", "-d", str(data_dir)])
     assert bad.exit_code == 2
+
+
+def test_two_queueings_at_once_record_each_notice_once(vault, lab, dpo, clock) -> None:
+    inc = open_incident(vault, dpo, clock)
+    signed_scope(vault, inc.id, [{"id": r.id, **ENTRY} for r in lab])
+    both = threading.Barrier(2)
+    counts: list[int] = []
+    errors: list[str] = []
+
+    def queue(outbox: Outbox) -> None:
+        try:
+            counts.append(outbox.queue_incident(dpo, inc.id))
+        except Exception as exc:  # noqa: BLE001 - reported below, by type
+            errors.append(type(exc).__name__)
+
+    threads = []
+    for _ in range(2):
+        outbox = Outbox(vault, breach_config())
+        real = outbox._contacts
+
+        def contacts(ids, *, event=None, real=real):  # both have read what is queued already
+            both.wait(timeout=10)
+            return real(ids, event=event)
+
+        outbox._contacts = contacts  # type: ignore[method-assign]
+        threads.append(threading.Thread(target=queue, args=(outbox,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == [] and sorted(counts)[1] > 0
+    pairs = Counter((n.patient_id, n.channel) for n in notices(vault))
+    assert set(pairs.values()) == {1} and len(pairs) == 8  # 7 queued and 1 "none"
+    assert sum(counts) == 7  # each counts what it recorded
+    again = notices(vault)[0]._asdict() | {"id": uuid.uuid4(), "code_tag": bytes(32)}
+    with pytest.raises(IntegrityError), vault._records.engine.begin() as conn:
+        conn.execute(insert(breach_notice), again)  # the index itself refuses a second one
+
+
+def test_queueing_in_bulk_needs_a_fresh_second_factor(vault, operator, dpo, clock) -> None:
+    recs = list(SyntheticLab(seed=5, results_per_patient=0).records(BULK_LIMIT + 1))
+    vault.put_patients(operator, recs)
+    inc = open_incident(vault, dpo, clock)
+    signed_scope(vault, inc.id, [{"id": r.id, "categories": ["identity"]} for r in recs])
+    outbox = Outbox(vault, breach_config())
+    assert dpo.mfa_at is None
+    for stale in (dpo, dataclasses.replace(dpo, mfa_at=clock.now() - timedelta(minutes=6))):
+        with pytest.raises(StepUpRequired):
+            outbox.queue_incident(stale, inc.id)
+    assert notices(vault) == []
+    with vault._records.engine.connect() as conn:
+        events = list(conn.execute(select(audit_event).where(
+            audit_event.c.action == "breach:incident:manage",
+            audit_event.c.outcome == "step_up_required")))
+        opened = conn.execute(select(func.count()).select_from(audit_event).where(
+            audit_event.c.purpose == "breach notification")).scalar_one()
+    assert len(events) == 2 and opened == 0  # refused, audited, no contact opened
+    assert len(json.loads(events[0].patient_ids)) == BULK_LIMIT + 1
+    fresh = dataclasses.replace(dpo, mfa_at=clock.now())
+    assert outbox.queue_incident(fresh, inc.id) > 0
+    assert len({n.patient_id for n in notices(vault)}) == BULK_LIMIT + 1
+
+
+def test_a_scope_counts_only_for_its_own_incident_and_digest(vault, lab, dpo, clock) -> None:
+    first, second = open_incident(vault, dpo, clock), open_incident(vault, dpo, clock)
+    signed_scope(vault, first.id, [{"id": r.id, **ENTRY} for r in lab])
+    store = BreachStore(vault._records.engine)
+    genuine = store.scopes(first.id)[-1]
+    copied = {c: getattr(genuine, c) for c in incident_scope.c.keys() if c != "id"}
+    store.insert_scope(copied | {"incident_id": second.id})  # signed, but the first's
+    outbox = Outbox(vault, breach_config())
+    for call in (outbox.queue_incident, outbox.status):
+        with pytest.raises(InvalidRecord, match="signature"):
+            call(dpo, second.id)
+    third = open_incident(vault, dpo, clock)
+    scope_id = signed_scope(vault, third.id, [{"id": lab[0].id, **ENTRY}])
+    with vault._records.engine.begin() as conn:  # signed and its own, but not what was digested
+        conn.execute(update(incident_scope).where(incident_scope.c.id == scope_id).values(
+            digest=bytes(32)))
+    with pytest.raises(InvalidRecord, match="signature"):
+        outbox.queue_incident(dpo, third.id)
+    assert notices(vault) == []
+    assert outbox.queue_incident(dpo, first.id) == 7  # the genuine one still counts
+
+
+def test_a_flood_of_unknown_codes_is_audited_when_blocks_start(vault, lab, clock) -> None:
+    outbox = Outbox(vault, breach_config())
+
+    def checks() -> list[str]:
+        with vault._records.engine.connect() as conn:
+            return [e.outcome for e in conn.execute(select(audit_event).where(
+                audit_event.c.action == "breach:notice:verify").order_by(audit_event.c.id))]
+
+    answers = Counter[str]()
+    for _ in range(200):
+        try:
+            answers[outbox.verify("ZZZZZ-ZZZZZ", "203.0.113.7").status] += 1
+        except VerifyThrottled:
+            answers["throttled"] += 1
+    assert answers == {"unknown": 5, "throttled": 195}
+    assert checks() == ["unknown"] * 5 + ["throttled"]  # one event when the block starts
+    clock.advance(timedelta(seconds=2))  # the block (1 s) is over: the next failure blocks 2 s
+    for _ in range(50):
+        with contextlib.suppress(VerifyThrottled):
+            outbox.verify("ZZZZZ-ZZZZZ", "203.0.113.7")
+    assert checks() == ["unknown"] * 5 + ["throttled"] + ["unknown", "throttled"]
+
+
+def test_the_form_is_refused_from_another_site_with_or_without_fetch_metadata(client) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+
+    def post(**headers: str) -> int:
+        return client.post("/verify", content="code=ZZZZZ-ZZZZZ",
+                           headers=form | headers).status_code
+
+    assert post(origin="https://phishing.example") == 403  # an old browser: Origin only
+    assert post(origin="null") == 403
+    assert post(origin="http://127.0.0.1:8443") == 403  # another port is another site
+    assert post(**{"sec-fetch-site": "same-site"}) == 403
+    assert post(origin="http://127.0.0.1") == 200  # this host
+    assert post() == 200  # neither header: not a browser's cross-site post
+    assert post(**{"sec-fetch-site": "same-origin", "origin": "https://proxy.example"}) == 200

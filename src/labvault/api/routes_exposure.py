@@ -29,6 +29,12 @@ sends on a POST are what the check needs; a client that is not a browser sends n
 is held by the per-source and per-person limits.
 The per-person daily limit never shows here: it depends on membership, so the worker applies
 it. None of these answers names a patient or repeats a value; the form is not filled back in.
+
+Every request writes an audit event, so every kind is counted per source before it is
+written: a refused one (415, 403, 422, 503 not configured) under a count of its own
+(`ExposureDesk.refused`), so that malformed requests neither use up nor escape the limit on
+checks. Past either count the source gets the same 429 as any limited check, whatever it
+sent, and the audit gets one event when the block starts.
 """
 
 from __future__ import annotations
@@ -36,14 +42,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from labvault.api.deps import CurrentPrincipal, request_id_of, source_of, vault_of
+from labvault.api.forms import cross_site
 from labvault.breach.exposure import ExposureDesk, exposure_desk
+from labvault.breach.exposure_worker import Receipt
 
 router = APIRouter(tags=["exposure"])
 
@@ -105,23 +113,6 @@ def _json(status: int, body: dict[str, Any] | bytes) -> Response:
     return Response(content, status_code=status, media_type=JSON_TYPE)
 
 
-def _cross_site(request: Request) -> bool:
-    """A browser's request sent by another site: its fetch metadata says so, or, from a
-    browser too old to send it, an ``Origin`` that is not this host. Fetch metadata comes
-    first: a proxy that rewrites ``Host`` must not turn the laboratory's own form away."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site not in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return False
-    try:
-        netloc = urlsplit(origin).netloc.lower()
-    except ValueError:
-        return True
-    return origin == "null" or netloc != request.headers.get("host", "").lower()
-
-
 def _fields(raw: bytes, form: bool) -> dict[str, object] | None:
     try:
         if form:
@@ -154,16 +145,19 @@ async def check(request: Request) -> Response:
     desk = desk_of(request)
     source, request_id = source_of(request), request_id_of(request)
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind not in (JSON_TYPE, FORM_TYPE):
-        desk.record(source, request_id, "unsupported")
-        return _json(415, {"error": "unsupported_media_type"})
     form = kind == FORM_TYPE
+    if kind not in (JSON_TYPE, FORM_TYPE):
+        if (refusal := desk.refused(source, request_id, "unsupported")).outcome == "limited":
+            return _refused(desk, form, refusal)
+        return _json(415, {"error": "unsupported_media_type"})
     if desk.config.missing_for_notices():  # no answer could be sent: say so to everyone
-        desk.record(source, request_id, "not_configured")
+        if (refusal := desk.refused(source, request_id, "not_configured")).outcome == "limited":
+            return _refused(desk, form, refusal)
         return (_page(desk, "exposure_refused.html.j2", 503, reason="not_configured") if form
                 else _json(503, {"error": "not_configured"}))
-    if _cross_site(request):
-        desk.record(source, request_id, "cross_site")
+    if cross_site(request):
+        if (refusal := desk.refused(source, request_id, "cross_site")).outcome == "limited":
+            return _refused(desk, form, refusal)
         return (_page(desk, "exposure_refused.html.j2", 403, reason="cross_site") if form
                 else _json(403, {"error": "forbidden"}))
     fields = _fields(await request.body(), form)
@@ -172,7 +166,9 @@ async def check(request: Request) -> Response:
     else:
         details, errors = desk.parse(fields.get("nir"), fields.get("birth_date"))
     if details is None:
-        desk.record(source, request_id, "invalid", fields=[f for f, _ in errors])
+        refusal = desk.refused(source, request_id, "invalid", fields=[f for f, _ in errors])
+        if refusal.outcome == "limited":
+            return _refused(desk, form, refusal)
         if form:
             return _page(desk, "exposure_form.html.j2", 422,
                          errors={f: FIELD_TEXT.get(f, FIELD_TEXT["body"]) for f, _ in errors})
@@ -182,6 +178,12 @@ async def check(request: Request) -> Response:
     if receipt.outcome == "queued":
         return (_page(desk, "exposure_sent.html.j2", 200, message=MESSAGE) if form
                 else _json(202, RECEIVED))
+    return _refused(desk, form, receipt)
+
+
+def _refused(desk: ExposureDesk, form: bool, receipt: Receipt) -> Response:
+    """429 (``limited``: the same for every request from the source, whatever it sent) or 503
+    (``busy``), with ``Retry-After``: the form's page, or JSON."""
     status, error = (429, "rate_limited") if receipt.outcome == "limited" else (503, "busy")
     response = (_page(desk, "exposure_refused.html.j2", status, reason=receipt.outcome) if form
                 else _json(status, {"error": error}))

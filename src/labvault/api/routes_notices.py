@@ -9,9 +9,12 @@ of a notice is the very threat the code answers). They return nothing personal: 
 message itself shows — or ``unknown``, with the same fields (all null), the same status and
 the same headers. Nothing about the person, the channel or the delivery. A code is 50 bits
 from `secrets` and only its keyed hash is stored, so the lookup is the comparison; unknown
-codes are throttled per source address (/64 in IPv6) and every check is audited, without the
-code (`labvault.breach.notices`). Throttled: 429 with ``Retry-After``. A form posted from
-another site is refused (403): a page elsewhere must not spend its visitors' budget.
+codes are throttled per source address (/64 in IPv6); every check answered is audited, without
+the code, and each block when it starts, not each request it refuses
+(`labvault.breach.notices`). Throttled: 429 with ``Retry-After``. A form posted from
+another site is refused (403): a page elsewhere must not spend its visitors' budget. Another
+site is what the browser's fetch metadata says, or, from a browser too old to send it, an
+``Origin`` other than this host (`labvault.api.forms.cross_site`).
 
 ``POST /notices/queue`` and ``POST /notices/status`` (the incident in the body) need
 ``breach:incident:manage`` (the DPO): queue an incident's notices, and count their outcomes
@@ -33,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from labvault.api.deps import CurrentPrincipal, source_of, vault_of
+from labvault.api.forms import cross_site
 from labvault.api.models import Strict
 from labvault.breach import notice_text
 from labvault.breach.config import BreachConfig
@@ -92,7 +96,7 @@ async def verify_page(request: Request) -> HTMLResponse:
 async def verify_form(request: Request) -> HTMLResponse:
     """The page's form (``code=…``, URL-encoded): the answer in the page."""
     outbox = outbox_of(request)
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+    if cross_site(request):
         return _page(outbox, 403)
     try:
         fields = parse_qs((await request.body()).decode("utf-8"), max_num_fields=5)
@@ -122,7 +126,9 @@ async def verify_check(body: VerifyIn, request: Request) -> VerifyOut | JSONResp
 @router.post("/notices/queue")
 def queue_notices(body: NoticesIn, request: Request,
                   principal: CurrentPrincipal) -> dict[str, int]:
-    """Queue the notices of an incident's latest scope (patients already queued are skipped)."""
+    """Queue the notices of an incident's latest scope (patients already queued are skipped).
+    Their contacts are opened: in bulk (beyond ``BULK_LIMIT`` patients), only with a recent
+    second factor (else 403 ``step_up_required``)."""
     return {"queued": outbox_of(request).queue_incident(principal, body.incident_id,
                                                         include_sealed=body.include_sealed)}
 

@@ -30,6 +30,10 @@ SMS gateway (`SmsGateway`), the request labvault sends for each message::
 - 429 and 5xx: tried again later, not before ``Retry-After`` (seconds) when the answer has one;
   a network error or a timeout (``[sms] timeout_seconds``) likewise.
 - Any other status (4xx; 3xx: redirects are not followed): permanent failure, not retried.
+
+The gateway is reached directly: the environment's proxy and CA variables (``HTTPS_PROXY``,
+``SSL_CERT_FILE``...) are ignored, so that nothing outside ``breach.toml`` can route the
+messages and the token elsewhere.
 """
 
 from __future__ import annotations
@@ -180,7 +184,10 @@ class SmsGateway:
             raise ValueError("the gateway needs a bearer token")
         self.url, self.sender, self._token = url, sender, token
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
+        # Not the environment's proxy nor CA settings (HTTPS_PROXY, SSL_CERT_FILE...): the
+        # messages and the token go straight to the gateway, checked against httpx's CAs.
+        self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
+                                    trust_env=False)
 
     def __repr__(self) -> str:
         return f"SmsGateway({self._origin})"

@@ -1,24 +1,31 @@
 """Sending the queued notices: the worker behind `Outbox.deliver_due`, its pace and its retries.
 
 A run takes the queued notices of the configured channels whose next attempt is due, oldest
-first, by batches. Each notice is claimed first (a compare-and-set on its attempt count that
-also holds it for `LEASE`): two workers never send the same notice, and one that dies releases
-it when the lease ends. A batch's contacts are opened after one audit event of the system
-(``labvault:notices``, ``breach:notice:deliver``) naming its patients. Then, per notice, one
-attempt, at the pace of a `TokenBucket` (``[notices] per_second``, all channels together):
+first, by batches. A batch's contacts (of the notices no other worker took meanwhile) are
+opened after one audit event of the system (``labvault:notices``, ``breach:notice:deliver``)
+naming its patients. Then, per notice, one attempt, at the pace of a `TokenBucket`
+(``[notices] per_second``, all channels together). Each notice is claimed right before its
+attempt (a compare-and-set on its attempt count that also holds it for `LEASE`, which covers
+one send, not a batch): two workers never send the same notice, and one that dies releases it
+when the lease ends. The attempt's outcome is written only while the claim still holds (the
+attempt count unchanged): an attempt that outlived its lease does not overwrite the outcome
+of the worker that took the notice over, and says so in the log.
 
 - sent: ``done``, outcome ``sent`` and the provider's reference;
 - `Refused` (4xx, SMTP 5xx): ``done``, ``failed``, the kind of error;
 - `Retry` (network, 429, 5xx, SMTP 4xx): ``queued`` again, due after `retry_delay`
   (the provider's Retry-After, else ``retry_after_seconds`` doubled at each attempt), until
   ``max_attempts`` attempts: then ``done``, ``failed``;
-- no usable contact any more, or the patient erased: ``done``, ``undeliverable``.
+- no usable contact any more, or the patient erased: ``done``, ``undeliverable``;
+- any other exception (e.g. a scope that does not check): as `Retry`, its type for the error
+  and in the log (nothing else of it: it may quote a value); the run goes on.
 
 The outcome is sealed in ``delivery``; the code leaves it when the notice is done.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +41,8 @@ from labvault.store.notices import DONE
 
 if TYPE_CHECKING:
     from labvault.breach.notices import Contact, Outbox
+
+log = logging.getLogger("labvault.breach")
 
 LEASE = timedelta(minutes=10)
 BATCH = 200
@@ -101,50 +110,75 @@ class Dispatcher:
             return counts
         self._incidents.clear()  # incidents and their scopes, read once per run
         for batch in batched(store.due(self._clock.now(), list(senders), limit), BATCH):
-            mine = [r for r in batch if store.claim(r.id, r.attempts, self._clock.now() + LEASE)]
-            if not mine:
+            batch = store.untaken(batch, self._clock.now())
+            if not batch:
                 continue
-            contacts = outbox._contacts(sorted({r.patient_id for r in mine}),
-                                        event=("breach:notice:deliver", {"notices": len(mine)}))
-            for row in mine:
+            contacts = outbox._contacts(sorted({r.patient_id for r in batch}),
+                                        event=("breach:notice:deliver", {"notices": len(batch)}))
+            for row in batch:
+                # Claimed right before its attempt: the lease covers one send, not a batch.
+                if not store.claim(row.id, row.attempts, self._clock.now() + LEASE):
+                    continue  # another worker took it
                 counts[self._deliver(row, contacts.get(row.patient_id))] += 1
                 if progress is not None:
                     progress(1)
         return counts
 
     def _deliver(self, row: Any, contact: Contact | None) -> str:
-        state = self._outbox._open(row.id, row.delivery)
-        address = contact.of(row.channel) if contact is not None else None
-        if address is None:
-            gone = contact is None or contact.erased
-            return self._finish(row, state, "undeliverable", "erased" if gone else "no-contact")
-        subject, body = self._compose(row, state)
-        self.bucket.take()
+        """One attempt of a claimed notice; its outcome, recorded."""
+        attempts = row.attempts + 1  # the claim counted this one
+        state: dict[str, Any] | None = None
         try:
+            state = self._outbox._open(row.id, row.delivery)
+            address = contact.of(row.channel) if contact is not None else None
+            if address is None:
+                gone = contact is None or contact.erased
+                return self._finish(row, attempts, state, "undeliverable",
+                                    "erased" if gone else "no-contact")
+            subject, body = self._compose(row, state)
+            self.bucket.take()
             ref = self._outbox.senders[row.channel].send(
                 Outgoing(row.id, row.channel, address, subject, Secret(body)))
         except Refused as exc:
-            return self._finish(row, state, "failed", exc.error)
+            return self._finish(row, attempts, state, "failed", exc.error)
         except Retry as exc:
-            attempts = row.attempts + 1  # the claim counted this one
-            if attempts >= self._notices["max_attempts"]:
-                return self._finish(row, state, "failed", exc.error)
-            now = self._clock.now()
-            state.update(error=exc.error, at=now.isoformat())
-            self._outbox._store.record(
-                row.id, delivery=self._outbox._seal(row.id, state),
-                next_attempt_at=now + retry_delay(attempts, self._notices["retry_after_seconds"],
-                                                  exc.retry_after))
-            return "retrying"
-        return self._finish(row, state, "sent", None, ref)
+            return self._retry(row, attempts, state, exc.error, exc.retry_after)
+        except Exception as exc:  # noqa: BLE001 - one notice's fault must not stop the run
+            log.warning("notice %s: attempt %d ended with %s; it will be tried again", row.id,
+                        attempts, type(exc).__name__)  # the type only: a message may quote data
+            return self._retry(row, attempts, state, type(exc).__name__, None)
+        return self._finish(row, attempts, state, "sent", None, ref)
 
-    def _finish(self, row: Any, state: dict[str, Any], outcome: str, error: str | None,
-                ref: str | None = None) -> str:
+    def _retry(self, row: Any, attempts: int, state: dict[str, Any] | None, error: str,
+               retry_after: float | None) -> str:
+        """Queued again, due after `retry_delay`; failed once ``max_attempts`` were made. A
+        state that could not be opened stays as it was."""
+        if attempts >= self._notices["max_attempts"]:
+            return self._finish(row, attempts, state, "failed", error)
+        now = self._clock.now()
+        values: dict[str, Any] = {"next_attempt_at": now + retry_delay(
+            attempts, self._notices["retry_after_seconds"], retry_after)}
+        if state is not None:
+            state.update(error=error, at=now.isoformat())
+            values["delivery"] = self._outbox._seal(row.id, state)
+        self._record(row, attempts, values)
+        return "retrying"
+
+    def _finish(self, row: Any, attempts: int, state: dict[str, Any] | None, outcome: str,
+                error: str | None, ref: str | None = None) -> str:
+        state = dict(state or {})
         state.pop("code", None)  # from now on only the code's hash remains
         state.update(outcome=outcome, error=error, ref=ref, at=self._clock.now().isoformat())
-        self._outbox._store.record(row.id, state=DONE, next_attempt_at=None,
-                                   delivery=self._outbox._seal(row.id, state))
+        self._record(row, attempts, {"state": DONE, "next_attempt_at": None,
+                                     "delivery": self._outbox._seal(row.id, state)})
         return outcome
+
+    def _record(self, row: Any, attempts: int, values: dict[str, Any]) -> None:
+        """Write an attempt's outcome if its claim still holds; else leave the notice to the
+        worker that claimed it since (this attempt outlived its lease)."""
+        if not self._outbox._store.record(row.id, attempts, **values):
+            log.warning("notice %s: attempt %d outlived its lease; its outcome is not recorded",
+                        row.id, attempts)
 
     def _compose(self, row: Any, state: dict[str, Any]) -> tuple[str, str]:
         outbox, config = self._outbox, self._outbox._config

@@ -1,8 +1,9 @@
 """Which incidents concern a person: the patient's own space, and the public check.
 
 `ExposureDesk(vault, config)` reads each incident's latest signed scope (``incident_scope``:
-patients sorted by id, found by bisection; the signature is checked once per scope, which
-never changes). `exposures_of(patient_id)` is the plain lookup, without principal or audit
+patients sorted by id, found by bisection; the signature, the digest and the incident the
+document names are checked once per scope, which never changes: a scope copied to another
+incident is not read). `exposures_of(patient_id)` is the plain lookup, without principal or audit
 event, for callers that audit their own use (the answer the `Outbox` composes);
 `for_patient(principal)` is the patient's own view: role ``patient`` only, their own id
 only, audited (``breach:exposure:read``, naming the patient), each exposure with what the
@@ -10,15 +11,21 @@ laboratory advises (`advice`, French: it is shown to the person as it is).
 
 The public check (`submit`, `drain`, `start`) is described in
 `labvault.breach.exposure_worker`: the request path never looks anybody up; a worker does,
-later, and answers out of band. The vault has one desk (`exposure_desk`): the API's routes and
-the worker thread of ``labvault serve`` must share its queue.
+later, and answers out of band. Anonymous requests write audit events, so they are bounded per
+source: a well-formed one by ``[exposure] per_source_per_hour``, one refused for its form or
+its origin (`refused`: 415, 403, 422, 503) by `REFUSED_PER_HOUR`; past either, the source gets
+429, and the audit one event, when its block starts, until the hour ends. The vault has one
+desk (`exposure_desk`): the API's routes and the worker thread of ``labvault serve`` must
+share its queue.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
+import random
 import threading
 import uuid
 import weakref
@@ -42,7 +49,9 @@ from labvault.breach.exposure_worker import (
     HOUR,
     PUBLIC,
     PURPOSE,
+    REFUSED_KIND,
     SOURCE_KIND,
+    TICK_JITTER,
     TICK_SECONDS,
     AnswerChannel,
     Check,
@@ -68,6 +77,7 @@ log = logging.getLogger("labvault.breach")
 READ_ACTION = "breach:exposure:read"
 MAX_PENDING = 10_000  # checks waiting for the worker; beyond, the request is refused (busy)
 BUSY_RETRY = 60  # seconds
+REFUSED_PER_HOUR = 60  # requests refused for their form or origin, per source (or /64)
 CACHED_SCOPES = 8
 
 # What the laboratory advises, by what was exposed (codes stable, texts shown as they are).
@@ -98,7 +108,8 @@ CONTACT_DPO = ("contact", "Pour toute question, écrivez au délégué à la pro
 
 
 class ScopeUnverified(LabvaultError):
-    """A stored scope whose signature does not check: it is not read (names its row only)."""
+    """A stored scope whose signature or digest does not check, or that names another
+    incident than its row's: it is not read (names its row only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +173,8 @@ class ExposureDesk:
         self._scopes: OrderedDict[int, tuple[list[str], list[dict[str, Any]]]] = OrderedDict()
         self._lock = threading.Lock()
         self._submitting = threading.Lock()
+        self._draining = threading.Lock()
+        self._random = random.SystemRandom()
 
     def __repr__(self) -> str:
         return f"ExposureDesk(pending={self.pending})"
@@ -213,16 +226,21 @@ class ExposureDesk:
             if scope_id in self._scopes:
                 self._scopes.move_to_end(scope_id)
                 return self._scopes[scope_id]
-        q = select(incident_scope.c.document, incident_scope.c.signature).where(
-            incident_scope.c.id == scope_id)
+        c = incident_scope.c
+        q = select(c.incident_id, c.document, c.digest, c.signature).where(c.id == scope_id)
         with guarded("reading the scope"), self._vault._records.engine.connect() as conn:
             row = conn.execute(q).one()
+        text = row.document.encode("utf-8")
         try:
-            verify(Signer(self._vault._keys).public_key, bytes(row.signature),
-                   row.document.encode("utf-8"))
+            verify(Signer(self._vault._keys).public_key, bytes(row.signature), text)
         except InvalidSignature:
             raise ScopeUnverified(f"the signature of scope {scope_id} does not check") from None
-        entries = sorted(json.loads(row.document).get("patients", []), key=lambda p: p["id"])
+        if hashlib.sha256(text).digest() != bytes(row.digest):
+            raise ScopeUnverified(f"scope {scope_id} does not match its digest")
+        document = json.loads(text)
+        if not isinstance(document, dict) or document.get("incident") != str(row.incident_id):
+            raise ScopeUnverified(f"scope {scope_id} was signed for another incident")
+        entries = sorted(document.get("patients", []), key=lambda p: p["id"])
         listed = ([p["id"] for p in entries], entries)
         with self._lock:
             self._scopes[scope_id] = listed
@@ -242,11 +260,13 @@ class ExposureDesk:
 
     def submit(self, details: Details, *, source: str, request_id: str) -> Receipt:
         """The request path: count the source, audit, queue. Nothing here depends on whom the
-        details name; the caller answers every ``queued`` receipt the same way."""
-        wait = self._counters.hit(SOURCE_KIND, source_network(source), HOUR,
-                                  int(self.config["exposure"]["per_source_per_hour"]))
+        details name; the caller answers every ``queued`` receipt the same way. Past the
+        source's hourly limit: ``limited``, audited once, when the block starts."""
+        limit = int(self.config["exposure"]["per_source_per_hour"])
+        hits, wait = self._counters.count(SOURCE_KIND, source_network(source), HOUR, limit)
         if wait is not None:
-            self.record(source, request_id, "limited")
+            if hits == limit + 1:
+                self.record(source, request_id, "limited")
             return Receipt("limited", wait)
         with self._submitting:  # the worker only takes from the queue: room stays room
             if self._pending.full():
@@ -255,6 +275,20 @@ class ExposureDesk:
             self.record(source, request_id, "queued")  # fail closed: no audit, nothing queued
             self._pending.put_nowait(Check(details, source, request_id))
         return Receipt("queued")
+
+    def refused(self, source: str, request_id: str, outcome: str, **detail: object) -> Receipt:
+        """A request refused before its source's count (``unsupported``, ``cross_site``,
+        ``invalid``, ``not_configured``): counted per source and hour apart from the
+        well-formed ones, then audited. Past `REFUSED_PER_HOUR`: ``limited``, whatever the
+        request was, audited once, when the block starts; the caller answers 429."""
+        hits, wait = self._counters.count(REFUSED_KIND, source_network(source), HOUR,
+                                          REFUSED_PER_HOUR)
+        if wait is None:
+            self.record(source, request_id, outcome, **detail)
+            return Receipt(outcome)
+        if hits == REFUSED_PER_HOUR + 1:
+            self.record(source, request_id, "limited", counter="refused")
+        return Receipt("limited", wait)
 
     def record(self, source: str, request_id: str, outcome: str, **detail: object) -> None:
         """The audit event of a public request (``invalid``, ``cross_site``, ``queued``...):
@@ -266,27 +300,42 @@ class ExposureDesk:
 
     def drain(self, limit: int | None = None) -> list[str]:
         """Look up the queued checks now, at most `limit` (the worker's job; tests call it
-        directly); their outcomes, in order. A check that fails is logged by kind and dropped:
+        directly); their outcomes, in the order the checks were queued. The checks waiting
+        are taken together and looked up in a random order, so that when a lookup runs
+        says nothing of which check it is. A check that fails is logged by kind and dropped:
         its details go nowhere."""
         outcomes: list[str] = []
-        while limit is None or len(outcomes) < limit:
-            try:
-                check = self._pending.get_nowait()
-            except queue.Empty:
-                return outcomes
-            try:
-                outcomes.append(self._lookup.run(check))
-            except Exception as exc:  # noqa: BLE001 - one failed check must not stop the rest
-                log.error("exposure check lookup failed: %s", type(exc).__name__)
-                outcomes.append("error")
-            finally:
-                del check
+        with self._draining:  # one batch at a time, however many callers
+            while limit is None or len(outcomes) < limit:
+                batch: list[tuple[int, Check]] = []
+                while limit is None or len(outcomes) + len(batch) < limit:
+                    try:
+                        batch.append((len(batch), self._pending.get_nowait()))
+                    except queue.Empty:
+                        break
+                if not batch:
+                    break
+                self._random.shuffle(batch)
+                done: list[tuple[int, str]] = []
+                while batch:
+                    at, check = batch.pop()
+                    done.append((at, self._run(check)))
+                    del check
+                outcomes += [outcome for _, outcome in sorted(done)]
         return outcomes
 
+    def _run(self, check: Check) -> str:
+        try:
+            return self._lookup.run(check)
+        except Exception as exc:  # noqa: BLE001 - one failed check must not stop the rest
+            log.error("exposure check lookup failed: %s", type(exc).__name__)
+            return "error"
+
     def start(self, every: float | None = None) -> Periodic:
-        """The worker thread of ``labvault serve``: drains the queue every few seconds."""
+        """The worker thread of ``labvault serve``: drains the queue every few seconds, each
+        wait drawn anew between half and one and a half of `every`."""
         worker = Periodic("exposure check", TICK_SECONDS if every is None else every,
-                          self.drain, run_on_stop=True)
+                          self.drain, run_on_stop=True, jitter=TICK_JITTER)
         return worker.start()
 
     def _channel(self) -> AnswerChannel:
@@ -314,5 +363,5 @@ def exposure_desk(vault: Vault, config: BreachConfig | None = None) -> ExposureD
         return desk
 
 
-__all__ = ["ADVICE", "Advice", "ExposureDesk", "PatientExposure", "Receipt", "ScopeUnverified",
-           "advice", "entry_of", "exposure_desk"]
+__all__ = ["ADVICE", "REFUSED_PER_HOUR", "Advice", "ExposureDesk", "PatientExposure", "Receipt",
+           "ScopeUnverified", "advice", "entry_of", "exposure_desk"]

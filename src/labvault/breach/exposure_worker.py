@@ -11,7 +11,8 @@ details, wrapped in `Secret`, to a queue in memory. Every well-formed request ge
 answer, after the same work.
 
 The worker (`Lookup`) runs later, from `ExposureDesk.drain` or from the periodic job
-thread, which drains the queue every few seconds: lookups run at times unrelated to any
+thread, which drains the queue every few seconds (each wait drawn anew around the tick, and
+the checks waiting taken in a random order): lookups run at times unrelated to any
 response. It finds the NIR through the blind index, opens only the birth date of each
 patient found and, when it matches, asks for an answer to the contact on file (`AnswerChannel`: the
 breach `Outbox`, e-mail or SMS, saying which incidents concern the person, or none). At most
@@ -23,16 +24,24 @@ date is not: named, nothing sent) or ``miss``; never a submitted value. Like a s
 lookup runs before its event so that the event can name whom it found; nothing goes out
 before the event is written.
 
-The counters live in ``login_throttle`` under keys of their own (HMAC of ``exposure-source``
-or ``exposure-identity`` and the value, under the throttle's key): one atomic upsert per hit,
-shared by every process, no address or id in clear. A window is fixed (the clock hour, the
-UTC day): the upsert starts a counter again at one when its last hit is from an earlier one.
+A lookup that finds nobody, or whose birth date does not match, does the work of one that
+matches on a `Decoy`, a record nobody has: it reads a patient row and a data key, unwraps the
+key and opens a birth date, counts under a counter, reads and opens a contact and writes as
+many rows as an answer does. The worker shares its process and databases with the request
+path, so the time a lookup takes should not tell, even through contention, whom it found.
+
+The counters live in ``login_throttle`` under keys of their own (HMAC of ``exposure-source``,
+``exposure-refused`` or ``exposure-identity`` and the value, under the throttle's key): one
+atomic upsert per hit, shared by every process, no address or id in clear. A window is fixed
+(the clock hour, the UTC day): the upsert starts a counter again at one when its last hit is
+from an earlier one.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +52,12 @@ from labvault import codec
 from labvault.access.throttle import Throttle
 from labvault.audit.sink import AuditEvent
 from labvault.clock import Clock
+from labvault.crypto.envelope import FieldCipher, Sealed, dek_context, new_data_key
 from labvault.domain.identifiers import validate_nir
-from labvault.errors import InvalidRecord, KeyUnavailable
+from labvault.errors import InvalidCiphertext, InvalidRecord, KeyUnavailable
 from labvault.secret import Secret
 from labvault.store.accounts import AccountStore
+from labvault.store.keystore import WrappedKey
 from labvault.watch.state import network_of
 
 if TYPE_CHECKING:
@@ -60,9 +71,11 @@ PURPOSE = "exposure check"
 PUBLIC = "public"  # actor and role of the anonymous request
 SYSTEM_ACTOR = "labvault:exposure-check"
 SOURCE_KIND, IDENTITY_KIND = "exposure-source", "exposure-identity"
+REFUSED_KIND = "exposure-refused"  # requests refused before the source's count (415, 403, 422)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 OLDEST_BIRTH_DATE = date(1890, 1, 1)
 TICK_SECONDS = 5.0
+TICK_JITTER = 0.5  # each wait between half and one and a half ticks
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 FRENCH_DATE = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
 
@@ -162,14 +175,97 @@ class Counters:
 
     def hit(self, kind: str, value: str, window: timedelta, limit: int) -> int | None:
         """Count one hit; None while within `limit`, else the seconds until the window ends."""
+        return self.count(kind, value, window, limit)[1]
+
+    def count(self, kind: str, value: str, window: timedelta, limit: int,
+              ) -> tuple[int, int | None]:
+        """Count one hit: the hits in this window so far (this one included), and `hit`'s
+        answer. Concurrent hits each see a count of their own."""
         now = self._clock.now().astimezone(UTC)
         span = window.total_seconds()
         start = datetime.fromtimestamp(now.timestamp() // span * span, UTC)
         end = start + window
-        until = self._store.record_failure(
-            self._keys.key(kind, value), now, start,
-            lambda hits: end - now if hits > limit else None)
-        return None if until is None else max(1, int((until - now).total_seconds() + 0.999))
+        seen: list[int] = []
+
+        def block_for(hits: int) -> timedelta | None:
+            seen.append(hits)
+            return end - now if hits > limit else None
+
+        until = self._store.record_failure(self._keys.key(kind, value), now, start, block_for)
+        wait = None if until is None else max(1, int((until - now).total_seconds() + 0.999))
+        return seen[-1], wait
+
+    def reset(self, kind: str, value: str) -> None:
+        """Forget a counter (its row is deleted; the next hit starts it again at one)."""
+        self._store.clear_failures(self._keys.key(kind, value))
+
+
+class Decoy:
+    """A record nobody has, for the work a lookup does whoever the check names: a data key
+    wrapped like a patient's (bound to a random id, under the active master key version), a
+    birth date and a contact sealed under it, and one counter of its own. Held in memory only,
+    made on first use; nothing it opens is used. Reading its row and key finds nothing, at the
+    cost of the same queries."""
+
+    VALUE = "decoy"  # its counter: one row, whatever the number of checks
+
+    def __init__(self, vault: Vault, counters: Counters, per_identity_per_day: int) -> None:
+        self._vault, self._counters, self._per_day = vault, counters, per_identity_per_day
+        self._lock = threading.Lock()
+        self._state: tuple[uuid.UUID, WrappedKey, dict[str, Sealed]] | None = None
+
+    def __repr__(self) -> str:
+        return "Decoy()"
+
+    def _current(self, renew: bool = False) -> tuple[uuid.UUID, WrappedKey, dict[str, Sealed]]:
+        with self._lock:
+            if self._state is None or renew:
+                self._state = self._made()
+            return self._state
+
+    def _made(self) -> tuple[uuid.UUID, WrappedKey, dict[str, Sealed]]:
+        from labvault.vault.core import DEK_VERSION
+
+        vault, decoy_id, dek = self._vault, uuid.uuid4(), new_data_key()
+        kek_version, wrapped = vault._keys.wrap(dek, dek_context(decoy_id))
+        cipher = vault._cipher_factory(dek, DEK_VERSION)
+        plain = {"birth_date": date(1970, 1, 1), "email": "decoy@example.invalid",
+                 "phone": "+33600000000"}
+        sealed = {c: cipher.seal("patient", c, decoy_id, codec.PATIENT[c][0](v))
+                  for c, v in plain.items()}
+        return decoy_id, WrappedKey(decoy_id, kek_version, DEK_VERSION, wrapped), sealed
+
+    def birth_date(self) -> None:
+        """As `Lookup` opens a patient's birth date: the row, the key, unwrap, open."""
+        decoy_id = self._current()[0]
+        self._vault._records.load(decoy_id, with_results=False)
+        self._vault._keystore.get(decoy_id)
+        self._open("birth_date")
+
+    def count(self) -> None:
+        """As `Lookup` counts a person's answers of the day."""
+        self._counters.hit(IDENTITY_KIND, self.VALUE, DAY, self._per_day)
+
+    def answer(self) -> None:
+        """As an answer is queued: the contact's row and key read, the key unwrapped, the
+        e-mail and phone opened; then two writes, as an answer writes its audit event and its
+        notices: the decoy's counter counted, then forgotten."""
+        decoy_id = self._current()[0]
+        self._vault._records.load(decoy_id, with_results=False)
+        self._vault._keystore.get_many([decoy_id])
+        self._open("email", "phone")
+        self.count()
+        self._counters.reset(IDENTITY_KIND, self.VALUE)
+
+    def _open(self, *columns: str) -> None:
+        decoy_id, key, sealed = self._current()
+        try:
+            cipher: FieldCipher = self._vault._cipher_for(decoy_id, key)
+        except InvalidCiphertext:  # its master key version was retired meanwhile
+            decoy_id, key, sealed = self._current(renew=True)
+            cipher = self._vault._cipher_for(decoy_id, key)
+        for column in columns:
+            cipher.open("patient", column, decoy_id, sealed[column])
 
 
 class Lookup:
@@ -181,13 +277,16 @@ class Lookup:
         self._counters = counters
         self._per_day = per_identity_per_day
         self._answers = answers
+        self._decoy = Decoy(vault, counters, per_identity_per_day)
 
     def __repr__(self) -> str:
         return "Lookup()"
 
     def run(self, check: Check) -> str:
-        """Look the check up; its outcome (``match``, ``limited``, ``mismatch``, ``miss``)."""
-        vault, details = self._vault, check.details
+        """Look the check up; its outcome (``match``, ``limited``, ``mismatch``, ``miss``).
+        Whatever it finds, it opens a birth date, counts, and reads and opens a contact then
+        writes as an answer does: the decoy's where the check gives no patient's."""
+        vault, details, decoy = self._vault, check.details, self._decoy
         found = vault._records.ids_by_index("nir_bidx",
                                             vault._nir_index.compute(details.nir.reveal()))
         matched, mismatched = [], []
@@ -195,15 +294,22 @@ class Lookup:
             born = self._birth_date_of(pid)
             if born is not None:
                 (matched if born == details.birth_date.reveal() else mismatched).append(pid)
+        if not (matched or mismatched):
+            decoy.birth_date()
         answer = [pid for pid in matched
                   if self._counters.hit(IDENTITY_KIND, pid.hex, DAY, self._per_day) is None]
+        if not matched:
+            decoy.count()
         outcome = ("match" if answer else "limited" if matched else
                    "mismatch" if mismatched else "miss")
         self._event(check, outcome, matched + mismatched, answers=len(answer),
                     limited=len(matched) - len(answer), mismatched=len(mismatched))
-        channel = self._answers() if answer else None
+        if not answer:
+            decoy.answer()
+            return outcome
+        channel = self._answers()
         for pid in answer:
-            channel.enqueue_exposure_answer(pid)  # type: ignore[union-attr]
+            channel.enqueue_exposure_answer(pid)
         return outcome
 
     def _birth_date_of(self, patient_id: uuid.UUID) -> date | None:
@@ -227,6 +333,6 @@ class Lookup:
             patient_ids=tuple(patient_ids), detail=detail, request_id=check.request_id))
 
 
-__all__ = ["CHECK_ACTION", "LOOKUP_ACTION", "PUBLIC", "PURPOSE", "SYSTEM_ACTOR", "AnswerChannel",
-           "Check", "Counters", "Details", "Lookup", "Receipt", "parse_details",
-           "source_network"]
+__all__ = ["CHECK_ACTION", "LOOKUP_ACTION", "PUBLIC", "PURPOSE", "REFUSED_KIND", "SYSTEM_ACTOR",
+           "AnswerChannel", "Check", "Counters", "Decoy", "Details", "Lookup", "Receipt",
+           "parse_details", "source_network"]

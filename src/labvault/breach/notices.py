@@ -18,12 +18,20 @@ Messages are composed when sent, so the code is also kept sealed in ``delivery``
 timed-out attempt may have arrived — and then dropped. `verify` serves the public page: the
 laboratory, the day, the incident's short reference, or ``unknown``; throttled per source
 (/64 in IPv6) like failed logins (`labvault.access.throttle`, under a key of its own) and
-audited, without the code.
+audited, without the code: each check answered, and each block when it starts (a throttled
+request writes nothing: an anonymous flood must not flood the audit trail).
+
+Queueing opens the contacts of every patient the scope lists: beyond ``BULK_LIMIT`` patients
+the principal needs a fresh second factor (`labvault.access.permissions`). A stored scope is
+used only if its signature, its digest and its incident all check: a signed scope copied to
+another incident names nobody there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -56,6 +64,7 @@ from labvault.watch.engine import DECOY_KEY
 from labvault.watch.state import network_of
 
 if TYPE_CHECKING:
+    from labvault.breach.exposure import ExposureDesk
     from labvault.vault.core import Vault
 
 VERIFY_KEY, VERIFY_THROTTLE_KEY = "breach/verify/v1", "breach/verify/throttle/v1"
@@ -94,6 +103,7 @@ class Outbox:
         self._dispatcher = Dispatcher(self, sleep)
         self._scopes: dict[int, dict[str, dict[str, Any]]] = {}
         self._signer = Signer(keys)
+        self._desk: ExposureDesk | None = None
 
     def __repr__(self) -> str:
         return f"Outbox(channels={sorted(self._senders or ())})"
@@ -124,11 +134,15 @@ class Outbox:
             raise InvalidRecord("incident", "has no scope yet: compute it first")
         chosen = [uuid.UUID(k) for k, p in self._patients(scopes[-1]).items()
                   if include_sealed or p.get("exposure", "decrypted") != "sealed"]
-        decoys, done = self._decoys(chosen), self._store.pairs(incident_id)
+        decoys = self._decoys(chosen)
+        targets = [p for p in chosen if p not in decoys]
+        # Their contacts are opened: in bulk, only with a fresh second factor (audited if not).
+        self._vault._authorize(principal, Permission.BREACH_MANAGE, targets)
+        done = self._store.pairs(incident_id)
         had = {pid for pid, _ in done}
         who = dataclasses.replace(principal, purpose=PURPOSE)
         queued = 0
-        for ids in batched([p for p in chosen if p not in decoys], BATCH):
+        for ids in batched(targets, BATCH):
             self._vault._event(who, Permission.BREACH_MANAGE, "allowed", ids, CONTACT,
                                what="notify", incident_id=str(incident_id), scope=scopes[-1].id)
             contacts, rows = self._contacts(ids), []
@@ -138,8 +152,9 @@ class Outbox:
                          for ch in contact.channels if (pid, ch) not in done]
                 if not contact.channels and pid not in had:
                     rows.append(self._row("incident", incident_id, pid, "none", None, contact))
-            self._store.insert(rows)
-            queued += sum(r["state"] == QUEUED for r in rows)
+            # Another queueing of the same incident may have recorded some since `pairs`:
+            # only what this one recorded counts.
+            queued += sum(r["state"] == QUEUED for r in self._store.insert(rows))
         return queued
 
     def enqueue_exposure_answer(self, patient_id: uuid.UUID) -> list[uuid.UUID]:
@@ -159,9 +174,11 @@ class Outbox:
     def exposures_of(self, patient_id: uuid.UUID) -> list[Exposure]:
         """The incidents whose latest scope lists the patient, oldest first, with what was
         exposed (internal: the caller decides who may learn it, and audits)."""
-        from labvault.breach.exposure import ExposureDesk
+        if self._desk is None:  # one per outbox: each scope is read and checked once
+            from labvault.breach.exposure import ExposureDesk
 
-        found = ExposureDesk(self._vault, self._config).exposures_of(patient_id)
+            self._desk = ExposureDesk(self._vault, self._config)
+        found = self._desk.exposures_of(patient_id)
         return [Exposure(e.incident_id, text.local_date(e.detected_at), e.categories, e.special,
                          e.exposure) for e in found]
 
@@ -180,14 +197,15 @@ class Outbox:
         """Whether a code was issued (public: no principal). Raises `VerifyThrottled`."""
         key = self._throttle.key("breach-verify", network_of(source, 32, 64))
         wait = self._throttle.retry_after([key])
-        if wait is not None:
-            self._public_event(source, "throttled")
+        if wait is not None:  # audited once, when the block started
             raise VerifyThrottled(wait)
         normal = text.normalize_code(code)
         row = self._store.by_tag(text.code_tag(self._tag_key, normal)) if normal else None
         if row is None or row.channel == "none":
-            self._throttle.failure([key])
+            blocked = self._throttle.failure([key])
             self._public_event(source, "unknown")
+            if blocked is not None:
+                self._public_event(source, "throttled", retry_after=blocked)
             return VerifyAnswer("unknown")
         ref = text.short_ref(row.incident_id) if row.incident_id else None
         self._public_event(source, "issued", about=row.kind, incident=ref)
@@ -215,19 +233,24 @@ class Outbox:
             raise ConfigurationError(f"breach.toml: {key} is needed in every notice")
 
     def _patients(self, scope: Any) -> dict[str, dict[str, Any]]:
-        """A stored scope's patients by id, its signature checked (once: a scope never
-        changes). Nobody is written to on the word of a scope the vault did not sign."""
+        """A stored scope's patients by id, checked once (a scope never changes): signed by
+        the vault, its digest that of its document, and about the incident it is stored
+        under. Nobody is written to on the word of a scope the vault did not sign for this
+        incident."""
         found = self._scopes.get(scope.id)
         if found is None:
             if len(self._scopes) >= 32:
                 self._scopes.clear()
+            document = scope.document.encode("utf-8")
             try:
-                verify(self._signer.public_key, bytes(scope.signature),
-                       scope.document.encode("utf-8"))
-            except InvalidSignature:
-                raise InvalidRecord("scope", f"scope {scope.id}: the signature does not check"
-                                    ) from None
-            doc = json.loads(scope.document)
+                verify(self._signer.public_key, bytes(scope.signature), document)
+                doc = json.loads(document)
+            except (InvalidSignature, ValueError):
+                doc = None
+            if not (isinstance(doc, dict) and doc.get("incident") == str(scope.incident_id)
+                    and hmac.compare_digest(bytes(scope.digest),
+                                            hashlib.sha256(document).digest())):
+                raise InvalidRecord("scope", f"scope {scope.id}: the signature does not check")
             found = self._scopes[scope.id] = {p["id"]: p for p in doc.get("patients", [])}
         return found
 

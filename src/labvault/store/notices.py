@@ -3,7 +3,10 @@
 A notice row holds internal ids, its channel, the keyed hash of its verification code, its
 state (``queued`` until it is ``done``), how many attempts were made and when the next one is
 due; the outcome (provider reference, last error) is sealed by the caller. `claim` is a
-compare-and-set on the attempt count: two workers never send the same notice at once.
+compare-and-set on the attempt count: two workers never send the same notice at once; `record`
+writes an attempt's outcome only while the attempt still holds its claim. An incident has at
+most one notice per patient and channel (a unique index): `insert` skips the pairs already
+there, so two people queueing at once queue each notice once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, Row, and_, func, literal_column, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from labvault.store.engine import guarded
 from labvault.store.tables import breach_notice, patient
@@ -25,10 +29,19 @@ class NoticeStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            with guarded("recording notices"), self.engine.begin() as conn:
-                conn.execute(insert(breach_notice), list(rows))
+    def insert(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record notices; those recorded (an incident's notice to a patient on a channel
+        that already has one is not: the first stays)."""
+        if not rows:
+            return []
+        n = breach_notice.c
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(breach_notice).on_conflict_do_nothing(
+            index_elements=[n.incident_id, n.patient_id, n.channel],
+            index_where=n.kind == literal_column("'incident'")).returning(n.id)
+        with guarded("recording notices"), self.engine.begin() as conn:
+            kept = {r.id for r in conn.execute(stmt, list(rows))}
+        return [r for r in rows if r["id"] in kept]
 
     def pairs(self, incident_id: uuid.UUID) -> set[tuple[uuid.UUID, str]]:
         """(patient, channel) of the notices already recorded for an incident."""
@@ -53,6 +66,19 @@ class NoticeStore:
         with guarded("reading the notice queue"), self.engine.connect() as conn:
             return list(conn.execute(q))
 
+    def untaken(self, rows: Sequence[Row], now: datetime) -> list[Row]:
+        """Those of `rows` (read from `due`) still due and unclaimed since: no other worker
+        made an attempt of them in between."""
+        if not rows:
+            return []
+        n = breach_notice.c
+        q = select(n.id, n.attempts).where(n.id.in_([r.id for r in rows]), n.state == QUEUED,
+                                           or_(n.next_attempt_at.is_(None),
+                                               n.next_attempt_at <= now))
+        with guarded("reading the notice queue"), self.engine.connect() as conn:
+            still = {(r.id, r.attempts) for r in conn.execute(q)}
+        return [r for r in rows if (r.id, r.attempts) in still]
+
     def count_due(self, now: datetime, channels: Sequence[str]) -> int:
         q = select(func.count()).select_from(breach_notice).where(self._due(now, channels))
         with guarded("reading the notice queue"), self.engine.connect() as conn:
@@ -68,10 +94,14 @@ class NoticeStore:
             ).values(next_attempt_at=until, attempts=attempts + 1))
             return done.rowcount == 1
 
-    def record(self, notice_id: uuid.UUID, **values: Any) -> None:
+    def record(self, notice_id: uuid.UUID, attempts: int, **values: Any) -> bool:
+        """Write the outcome of attempt number `attempts` (the claim's); False, and nothing
+        written, if the notice was claimed again since (its lease ran out) or is done."""
+        n = breach_notice.c
         with guarded("recording a delivery"), self.engine.begin() as conn:
-            conn.execute(update(breach_notice).where(breach_notice.c.id == notice_id)
-                         .values(**values))
+            done = conn.execute(update(breach_notice).where(
+                n.id == notice_id, n.state == QUEUED, n.attempts == attempts).values(**values))
+            return done.rowcount == 1
 
     def by_tag(self, tag: bytes) -> Row | None:
         q = select(breach_notice.c.kind, breach_notice.c.incident_id, breach_notice.c.channel,

@@ -420,6 +420,11 @@ breach_notice = Table(
     *_sealed("delivery"),
 )
 Index("ix_breach_notice_queue", breach_notice.c.state, breach_notice.c.next_attempt_at)
+# One incident notice per patient and channel, whoever queues it and however many at once.
+_INCIDENT_NOTICE = breach_notice.c.kind == "incident"
+Index("uq_breach_notice_incident_pair", breach_notice.c.incident_id, breach_notice.c.patient_id,
+      breach_notice.c.channel, unique=True, sqlite_where=_INCIDENT_NOTICE,
+      postgresql_where=_INCIDENT_NOTICE)
 
 # A signed certificate of erasure (retention runs): what was crypto-shredded, when, under which
 # policy; internal ids only.

@@ -46,6 +46,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_breach_notice_incident_id'), ['incident_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_breach_notice_patient_id'), ['patient_id'], unique=False)
         batch_op.create_index('ix_breach_notice_queue', ['state', 'next_attempt_at'], unique=False)
+        batch_op.create_index('uq_breach_notice_incident_pair',
+                              ['incident_id', 'patient_id', 'channel'], unique=True,
+                              sqlite_where=sa.text("kind = 'incident'"),
+                              postgresql_where=sa.text("kind = 'incident'"))
 
     with op.batch_alter_table('comment', schema=None) as batch_op:
         batch_op.add_column(sa.Column('findings', sa.LargeBinary(), nullable=True))
@@ -63,6 +67,7 @@ def downgrade() -> None:
         batch_op.drop_column('findings')
 
     with op.batch_alter_table('breach_notice', schema=None) as batch_op:
+        batch_op.drop_index('uq_breach_notice_incident_pair')
         batch_op.drop_index('ix_breach_notice_queue')
         batch_op.drop_index(batch_op.f('ix_breach_notice_patient_id'))
         batch_op.drop_index(batch_op.f('ix_breach_notice_incident_id'))
