@@ -16,10 +16,12 @@ from typing import Any
 
 from labvault.breach.config import BreachConfig
 from labvault.breach.delivery import mobile_number
+from labvault.breach.desk import FIELDS_KEY, breach_store
 from labvault.breach.scope import canonical, digest
+from labvault.crypto.envelope import AesGcmFieldCipher
 from labvault.crypto.signing import Signer
 from labvault.domain.records import PatientRecord
-from labvault.store.breach import BreachStore
+from labvault.store.tables import incident_scope
 from labvault.synthetic import SyntheticLab
 from labvault.vault import Vault
 from watch.channel_support import SmtpRecorder, smtp_server, tls_contexts  # noqa: F401
@@ -148,8 +150,23 @@ def signed_scope(vault: Vault, incident_id: uuid.UUID, patients: list[dict[str, 
     document = {"version": 2, "incident": str(incident_id), "basis": "audit",
                 "patients": listed, "totals": {"patients": len(listed)}}
     signer = Signer(vault._keys)
-    return BreachStore(vault._records.engine).insert_scope({
+    return breach_store(vault).insert_scope({
         "incident_id": incident_id, "computed_at": vault._clock.now(), "computed_by": "test",
         "selectors": "{}", "document": canonical(document).decode("utf-8"),
         "digest": digest(document), "signature": signer.sign(canonical(document)),
         "key_id": signer.key_id, "patients": len(listed)})
+
+
+def rewrite_scope(vault: Vault, scope_id: int, change: Any) -> None:
+    """Change a stored scope's document text behind its signature, as someone holding the
+    breach key could: the text is opened, changed, sealed again in place."""
+    from sqlalchemy import select, update
+
+    cipher = AesGcmFieldCipher(vault._keys.index_key(FIELDS_KEY), 1)
+    with vault._records.engine.begin() as conn:
+        row = conn.execute(select(incident_scope).where(incident_scope.c.id == scope_id)).one()
+        ref = f"{row.incident_id.hex}/{bytes(row.digest).hex()}"
+        text = cipher.open("incident_scope", "document", ref, row.document).decode("utf-8")
+        conn.execute(update(incident_scope).where(incident_scope.c.id == scope_id).values(
+            document=cipher.seal("incident_scope", "document", ref,
+                                 change(text).encode("utf-8"))))

@@ -28,6 +28,7 @@ from sms_gateway import (
     breach_config,
     contacts_of,
     people,
+    rewrite_scope,
     signed_scope,
     smtp_server,
     tls_contexts,
@@ -40,7 +41,7 @@ from labvault import FixedClock, Settings, Vault, local_operator
 from labvault.access.permissions import BULK_LIMIT
 from labvault.access.principal import Principal, Role
 from labvault.breach import notice_text as text
-from labvault.breach.desk import VECTORS
+from labvault.breach.desk import VECTORS, breach_store
 from labvault.breach.notices import Exposure, Outbox, VerifyThrottled
 from labvault.cli import app as cli_app
 from labvault.crypto.blind import BlindIndex
@@ -52,7 +53,6 @@ from labvault.errors import (
     StepUpRequired,
 )
 from labvault.store.alerts import AlertStore
-from labvault.store.breach import BreachStore
 from labvault.store.tables import audit_event, breach_notice, incident_scope
 from labvault.synthetic import SyntheticLab
 from labvault.watch.engine import DECOY_KEY
@@ -158,9 +158,7 @@ def test_queueing_opens_contacts_under_audit_and_stores_none(vault, settings, ba
     assert outbox.deliver_due() == dict.fromkeys(("sent", "retrying", "failed", "undeliverable"),
                                                  0)  # no channel configured: they wait
     scope_id = signed_scope(vault, inc.id, entries)
-    with vault._records.engine.begin() as conn:  # a list changed behind the signature
-        conn.execute(update(incident_scope).where(incident_scope.c.id == scope_id).values(
-            document=incident_scope.c.document + " "))
+    rewrite_scope(vault, scope_id, lambda text: text + " ")  # changed behind the signature
     with pytest.raises(InvalidRecord, match="signature"):
         outbox.queue_incident(dpo, inc.id)
 
@@ -390,9 +388,9 @@ def test_queueing_in_bulk_needs_a_fresh_second_factor(vault, operator, dpo, cloc
 def test_a_scope_counts_only_for_its_own_incident_and_digest(vault, lab, dpo, clock) -> None:
     first, second = open_incident(vault, dpo, clock), open_incident(vault, dpo, clock)
     signed_scope(vault, first.id, [{"id": r.id, **ENTRY} for r in lab])
-    store = BreachStore(vault._records.engine)
+    store = breach_store(vault)
     genuine = store.scopes(first.id)[-1]
-    copied = {c: getattr(genuine, c) for c in incident_scope.c.keys() if c != "id"}
+    copied = {k: v for k, v in dataclasses.asdict(genuine).items() if k != "id"}
     store.insert_scope(copied | {"incident_id": second.id})  # signed, but the first's
     outbox = Outbox(vault, breach_config())
     for call in (outbox.queue_incident, outbox.status):

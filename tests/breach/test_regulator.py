@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sms_gateway import rewrite_scope
 
 from api_support import PASSWORD, enrol, personal_values
 from labvault.access.principal import Principal, Role
 from labvault.breach import regulator_forms as forms
 from labvault.breach.config import BreachConfig
-from labvault.breach.desk import Incident
+from labvault.breach.desk import Incident, breach_store
 from labvault.breach.regulator import RegulatorDesk, check, render_html
 from labvault.breach.regulator_docs import Statements, summarize
 from labvault.breach.scope import Selectors
@@ -26,7 +26,6 @@ from labvault.crypto.signing import InvalidSignature, Signer
 from labvault.errors import AccessDenied, AuthenticationFailed, InvalidRecord
 from labvault.ingest.base import Parsed, Position
 from labvault.secret import Secret
-from labvault.store.tables import incident_scope
 from labvault.synthetic import SyntheticLab
 
 SOURCE = "203.0.113.66"
@@ -179,9 +178,8 @@ def test_late_drafts_need_reasons_and_the_register_says_who_was_notified(vault, 
     with pytest.raises(AccessDenied):
         desk.draft(secretary, inc.id, CONFIG)
     # A scope altered in the database is refused, not reported.
-    with vault._records.engine.begin() as conn:
-        stored = conn.execute(select(incident_scope.c.document)).scalar_one()
-        conn.execute(update(incident_scope).values(document=stored.replace('"events":', '"events":1')))
+    (stored,) = breach_store(vault).scopes(inc.id)
+    rewrite_scope(vault, stored.id, lambda text: text.replace('"events":', '"events":1'))
     with pytest.raises(InvalidSignature):
         desk.draft(dpo, inc.id, CONFIG, Statements(delay_reason="x"))
     with pytest.raises(AccessDenied):

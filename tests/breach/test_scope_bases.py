@@ -179,8 +179,8 @@ def test_sources_tokens_and_times_are_matched_as_the_log_writes_them(vault, lab,
 
 def test_a_signed_scope_copied_onto_another_incident_is_refused(vault, lab, dpo, clock) -> None:
     from labvault.breach.config import BreachConfig
+    from labvault.breach.desk import breach_store
     from labvault.crypto.signing import InvalidSignature
-    from labvault.store.breach import BreachStore
 
     thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
     vault.get_patient(thief, lab[0].id)
@@ -189,9 +189,9 @@ def test_a_signed_scope_copied_onto_another_incident_is_refused(vault, lab, dpo,
     other = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="insider",
                                        description="y")
     vault.breach.scope(dpo, first.id, Selectors(actor=thief.actor_id))
-    store = BreachStore(vault._records.engine)
+    store = breach_store(vault)
     (row,) = store.scopes(first.id)
-    copied = {k: v for k, v in row._asdict().items() if k != "id"}
+    copied = {k: v for k, v in dataclasses.asdict(row).items() if k != "id"}
     store.insert_scope({**copied, "incident_id": other.id})
     with pytest.raises(InvalidSignature):
         vault.breach.regulator.draft(dpo, other.id, BreachConfig())

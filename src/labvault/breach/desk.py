@@ -66,10 +66,16 @@ class Scope:
         return scoping.canonical(self.document)
 
 
+def breach_store(vault: Vault) -> BreachStore:
+    """The breach tables, scope documents sealed under the breach key."""
+    return BreachStore(vault._records.engine,
+                       AesGcmFieldCipher(vault._keys.index_key(FIELDS_KEY), 1))
+
+
 class BreachDesk:
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
-        self._store = BreachStore(vault._records.engine)
+        self._store = breach_store(vault)
         self._cipher = AesGcmFieldCipher(vault._keys.index_key(FIELDS_KEY), 1)
 
     def __repr__(self) -> str:
@@ -179,4 +185,4 @@ class BreachDesk:
         return document
 
 
-__all__ = ["VECTORS", "BreachDesk", "Incident", "Scope"]
+__all__ = ["VECTORS", "BreachDesk", "Incident", "Scope", "breach_store"]

@@ -189,7 +189,7 @@ class Dispatcher:
         if found is None:
             found = self._incidents[row.incident_id] = (
                 outbox._breach.incident(row.incident_id),
-                {s.id: s for s in outbox._breach.scopes(row.incident_id)})
+                {s.id: s for s in outbox._scopes_of(row.incident_id)})
         scope = found[1].get(state.get("scope"))
         entry = outbox._patients(scope).get(str(row.patient_id), {}) if scope else {}
         return text.notice(config, row.channel, state["code"], found[0], entry)

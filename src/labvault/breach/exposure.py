@@ -21,8 +21,6 @@ share its queue.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import random
@@ -36,14 +34,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
 from labvault.access.account_rules import aware
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal, Role
 from labvault.access.throttle import THROTTLE_KEY
 from labvault.audit.sink import AuditEvent
 from labvault.breach.config import BreachConfig
+from labvault.breach.desk import breach_store
 from labvault.breach.exposure_worker import (
     CHECK_ACTION,
     HOUR,
@@ -62,12 +59,11 @@ from labvault.breach.exposure_worker import (
     parse_details,
     source_network,
 )
-from labvault.crypto.signing import InvalidSignature, Signer, verify
-from labvault.errors import AccessDenied, ConfigurationError, LabvaultError
+from labvault.breach.scope import verified
+from labvault.crypto.signing import InvalidSignature, Signer
+from labvault.errors import AccessDenied, ConfigurationError, InvalidCiphertext, LabvaultError
 from labvault.periodic import Periodic
 from labvault.store.accounts import AccountStore
-from labvault.store.engine import guarded
-from labvault.store.tables import incident, incident_scope
 
 if TYPE_CHECKING:
     from labvault.vault.core import Vault
@@ -183,26 +179,18 @@ class ExposureDesk:
     def exposures_of(self, patient_id: uuid.UUID) -> list[PatientExposure]:
         """The incidents whose latest scope lists the patient, in order of detection. No
         principal, no audit event: the caller decides who may learn it, and audits that."""
-        engine = self._vault._records.engine
-        latest = (select(incident_scope.c.incident_id,
-                         func.max(incident_scope.c.id).label("scope_id"))
-                  .group_by(incident_scope.c.incident_id).subquery())
-        q = (select(incident.c.id, incident.c.detected_at, latest.c.scope_id)
-             .join(latest, latest.c.incident_id == incident.c.id)
-             .order_by(incident.c.detected_at, incident.c.id))
-        with guarded("reading incidents"), engine.connect() as conn:
-            rows = list(conn.execute(q))
+        rows = breach_store(self._vault).latest_scopes()
         c = self.config["controller"]
         dpo = c["dpo_email"] or c["dpo_phone"]
         out = []
-        for row in rows:
-            entry = entry_of(*self._listed(row.scope_id), patient_id)
+        for incident_id, detected_at, scope_id in rows:
+            entry = entry_of(*self._listed(scope_id), patient_id)
             if entry is None:
                 continue
             exposure = entry.get("exposure", "decrypted")
             categories = tuple(entry.get("categories", ()))
             special = tuple(entry.get("special", ()))
-            out.append(PatientExposure(row.id, aware(row.detected_at), categories, special,
+            out.append(PatientExposure(incident_id, aware(detected_at), categories, special,
                                        exposure, entry.get("first"), entry.get("last"),
                                        advice(exposure, categories, special, dpo)))
         return out
@@ -226,20 +214,14 @@ class ExposureDesk:
             if scope_id in self._scopes:
                 self._scopes.move_to_end(scope_id)
                 return self._scopes[scope_id]
-        c = incident_scope.c
-        q = select(c.incident_id, c.document, c.digest, c.signature).where(c.id == scope_id)
-        with guarded("reading the scope"), self._vault._records.engine.connect() as conn:
-            row = conn.execute(q).one()
-        text = row.document.encode("utf-8")
         try:
-            verify(Signer(self._vault._keys).public_key, bytes(row.signature), text)
-        except InvalidSignature:
-            raise ScopeUnverified(f"the signature of scope {scope_id} does not check") from None
-        if hashlib.sha256(text).digest() != bytes(row.digest):
-            raise ScopeUnverified(f"scope {scope_id} does not match its digest")
-        document = json.loads(text)
-        if not isinstance(document, dict) or document.get("incident") != str(row.incident_id):
-            raise ScopeUnverified(f"scope {scope_id} was signed for another incident")
+            row = breach_store(self._vault).scope(scope_id)
+            if row is None:
+                raise InvalidSignature("no such scope")
+            document = verified(row, Signer(self._vault._keys).public_key)
+        except (InvalidSignature, InvalidCiphertext, ValueError):
+            raise ScopeUnverified(f"scope {scope_id} does not check (signature, digest or "
+                                  "incident)") from None
         entries = sorted(document.get("patients", []), key=lambda p: p["id"])
         listed = ([p["id"] for p in entries], entries)
         with self._lock:

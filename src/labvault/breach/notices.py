@@ -30,8 +30,6 @@ another incident names nobody there.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -48,17 +46,17 @@ from labvault.audit.sink import AuditEvent
 from labvault.breach import notice_text as text
 from labvault.breach.config import BreachConfig
 from labvault.breach.delivery import Sender, email_address, mobile_number, senders_from_config
-from labvault.breach.desk import FIELDS_KEY
+from labvault.breach.desk import FIELDS_KEY, breach_store
 from labvault.breach.dispatch import BATCH, Dispatcher, batched, summarize
 from labvault.breach.notice_text import Exposure, VerifyAnswer, VerifyThrottled
+from labvault.breach.scope import verified
 from labvault.crypto.blind import BlindIndex
 from labvault.crypto.envelope import AesGcmFieldCipher
-from labvault.crypto.signing import InvalidSignature, Signer, verify
+from labvault.crypto.signing import InvalidSignature, Signer
 from labvault.errors import ConfigurationError, InvalidRecord, NotFound
 from labvault.secret import Secret
 from labvault.store.accounts import AccountStore
 from labvault.store.alerts import AlertStore
-from labvault.store.breach import BreachStore
 from labvault.store.notices import DONE, QUEUED, NoticeStore
 from labvault.watch.engine import DECOY_KEY
 from labvault.watch.state import network_of
@@ -93,7 +91,7 @@ class Outbox:
                  environ: Mapping[str, str] | None = None) -> None:
         self._vault, self._config, self._clock = vault, config or BreachConfig(), vault._clock
         engine, keys = vault._records.engine, vault._keys
-        self._store, self._breach = NoticeStore(engine), BreachStore(engine)
+        self._store, self._breach = NoticeStore(engine), breach_store(vault)
         self._cipher = AesGcmFieldCipher(keys.index_key(FIELDS_KEY), 1)
         self._tag_key = keys.index_key(VERIFY_KEY)
         self._throttle = Throttle(AccountStore(engine), keys.index_key(VERIFY_THROTTLE_KEY),
@@ -129,7 +127,7 @@ class Outbox:
         self._check_config()
         if self._breach.incident(incident_id) is None:
             raise NotFound("incident", incident_id)
-        scopes = self._breach.scopes(incident_id)
+        scopes = self._scopes_of(incident_id)
         if not scopes:
             raise InvalidRecord("incident", "has no scope yet: compute it first")
         chosen = [uuid.UUID(k) for k, p in self._patients(scopes[-1]).items()
@@ -220,7 +218,7 @@ class Outbox:
             raise NotFound("incident", incident_id)
         self._vault._event(principal, Permission.BREACH_MANAGE, "allowed", what="notice-status",
                            incident_id=str(incident_id))
-        scopes = self._breach.scopes(incident_id)
+        scopes = self._scopes_of(incident_id)
         listed = self._patients(scopes[-1]) if scopes else {}
         return {"incident": str(incident_id), "listed": len(listed),
                 "sealed_only": sum(p.get("exposure") == "sealed" for p in listed.values()),
@@ -232,6 +230,13 @@ class Outbox:
         for key in self._config.missing_for_notices():
             raise ConfigurationError(f"breach.toml: {key} is needed in every notice")
 
+    def _scopes_of(self, incident_id: uuid.UUID) -> list[Any]:
+        try:
+            return self._breach.scopes(incident_id)
+        except InvalidSignature:
+            raise InvalidRecord("scope", "a stored scope of the incident: the signature does "
+                                "not check") from None
+
     def _patients(self, scope: Any) -> dict[str, dict[str, Any]]:
         """A stored scope's patients by id, checked once (a scope never changes): signed by
         the vault, its digest that of its document, and about the incident it is stored
@@ -241,16 +246,11 @@ class Outbox:
         if found is None:
             if len(self._scopes) >= 32:
                 self._scopes.clear()
-            document = scope.document.encode("utf-8")
             try:
-                verify(self._signer.public_key, bytes(scope.signature), document)
-                doc = json.loads(document)
+                doc = verified(scope, self._signer.public_key)
             except (InvalidSignature, ValueError):
-                doc = None
-            if not (isinstance(doc, dict) and doc.get("incident") == str(scope.incident_id)
-                    and hmac.compare_digest(bytes(scope.digest),
-                                            hashlib.sha256(document).digest())):
-                raise InvalidRecord("scope", f"scope {scope.id}: the signature does not check")
+                raise InvalidRecord("scope", f"scope {scope.id}: the signature does not check"
+                                    ) from None
             found = self._scopes[scope.id] = {p["id"]: p for p in doc.get("patients", [])}
         return found
 

@@ -36,7 +36,7 @@ from labvault.access.principal import Principal
 from labvault.breach import regulator_forms as forms
 from labvault.breach import regulator_labels as lb
 from labvault.breach.config import BreachConfig
-from labvault.breach.desk import FIELDS_KEY, Incident
+from labvault.breach.desk import FIELDS_KEY, Incident, breach_store
 from labvault.breach.regulator_docs import Statements, iso, summarize
 from labvault.breach.regulator_facts import RegulatorFacts
 from labvault.breach.scope import canonical, verified
@@ -44,7 +44,6 @@ from labvault.crypto.envelope import AesGcmFieldCipher
 from labvault.crypto.signing import Signer, key_id, load_public, public_bytes, verify
 from labvault.errors import InvalidRecord, NotFound
 from labvault.secret import Secret
-from labvault.store.breach import BreachStore
 
 if TYPE_CHECKING:
     from labvault.vault.core import Vault
@@ -142,7 +141,7 @@ class Draft:
 class RegulatorDesk:
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
-        self._store = BreachStore(vault._records.engine)
+        self._store = breach_store(vault)
         self._facts = RegulatorFacts(vault._records.engine)
         self._cipher = AesGcmFieldCipher(vault._keys.index_key(FIELDS_KEY), 1)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, func, insert, select
 
+from labvault.crypto.envelope import FieldCipher
+from labvault.crypto.signing import InvalidSignature
+from labvault.errors import InvalidCiphertext
 from labvault.store.engine import guarded
 from labvault.store.tables import (
     audit_event,
@@ -23,9 +27,36 @@ from labvault.store.tables import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredScope:
+    """A stored scope with its document opened (the canonical JSON text that was signed)."""
+
+    id: int
+    incident_id: uuid.UUID
+    computed_at: datetime
+    computed_by: str
+    selectors: str
+    document: str
+    digest: bytes
+    signature: bytes
+    key_id: str
+    patients: int
+
+
 class BreachStore:
-    def __init__(self, engine: Engine) -> None:
+    """`cipher` seals scope documents (per patient id they name the data, special categories
+    included, an incident exposed), bound to the incident and the document's digest."""
+
+    def __init__(self, engine: Engine, cipher: FieldCipher) -> None:
         self.engine = engine
+        self._cipher = cipher
+
+    def __repr__(self) -> str:
+        return "BreachStore()"
+
+    @staticmethod
+    def _ref(incident_id: uuid.UUID, digest: bytes) -> str:
+        return f"{incident_id.hex}/{bytes(digest).hex()}"
 
     def insert_incident(self, row: dict[str, Any]) -> None:
         with guarded("recording the incident"), self.engine.begin() as conn:
@@ -40,14 +71,51 @@ class BreachStore:
             return list(conn.execute(select(incident).order_by(incident.c.opened_at)))
 
     def insert_scope(self, row: dict[str, Any]) -> int:
+        """Store a scope; ``document`` is its canonical JSON text, stored sealed."""
+        sealed = self._cipher.seal("incident_scope", "document",
+                                   self._ref(row["incident_id"], row["digest"]),
+                                   row["document"].encode("utf-8"))
         with guarded("recording the scope"), self.engine.begin() as conn:
-            return conn.execute(insert(incident_scope), row).inserted_primary_key[0]
+            return conn.execute(insert(incident_scope),
+                                {**row, "document": sealed}).inserted_primary_key[0]
 
-    def scopes(self, incident_id: uuid.UUID) -> list[Row]:
+    def scopes(self, incident_id: uuid.UUID) -> list[StoredScope]:
         q = select(incident_scope).where(incident_scope.c.incident_id == incident_id).order_by(
             incident_scope.c.id)
         with guarded("reading scopes"), self.engine.connect() as conn:
-            return list(conn.execute(q))
+            return [self._opened(r) for r in conn.execute(q)]
+
+    def scope(self, scope_id: int) -> StoredScope | None:
+        q = select(incident_scope).where(incident_scope.c.id == scope_id)
+        with guarded("reading the scope"), self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return self._opened(row) if row is not None else None
+
+    def latest_scopes(self) -> list[tuple[uuid.UUID, datetime, int]]:
+        """(incident id, detected at, latest scope id) of every incident with a scope, in order
+        of detection."""
+        latest = (select(incident_scope.c.incident_id,
+                         func.max(incident_scope.c.id).label("scope_id"))
+                  .group_by(incident_scope.c.incident_id).subquery())
+        q = (select(incident.c.id, incident.c.detected_at, latest.c.scope_id)
+             .join(latest, latest.c.incident_id == incident.c.id)
+             .order_by(incident.c.detected_at, incident.c.id))
+        with guarded("reading incidents"), self.engine.connect() as conn:
+            return [(r.id, r.detected_at, r.scope_id) for r in conn.execute(q)]
+
+    def _opened(self, row: Row) -> StoredScope:
+        """The row with its document opened. A document that does not open (altered, moved to
+        another incident or digest, or stored before scopes were sealed) raises
+        `InvalidSignature`, as a document that does not match its signature does."""
+        try:
+            text = self._cipher.open("incident_scope", "document",
+                                     self._ref(row.incident_id, row.digest), row.document)
+        except InvalidCiphertext:
+            raise InvalidSignature(f"scope {row.id} does not open: altered, moved, or stored "
+                                   "before scopes were sealed (compute it again)") from None
+        return StoredScope(row.id, row.incident_id, row.computed_at, row.computed_by,
+                           row.selectors, text.decode("utf-8"), bytes(row.digest),
+                           bytes(row.signature), row.key_id, row.patients)
 
     def head_seq(self) -> tuple[int, bytes]:
         """The last stored event's position and chain hash."""
@@ -121,4 +189,4 @@ class BreachStore:
                     yield kind, row
 
 
-__all__ = ["BreachStore"]
+__all__ = ["BreachStore", "StoredScope"]

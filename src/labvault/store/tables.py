@@ -386,7 +386,7 @@ incident = Table(
 )
 
 # A scope computed for an incident: the selectors, the signed document (internal patient ids
-# and data categories, no value) and its digest. The same selectors over the same log give
+# and data categories, no value; sealed) and its digest. The same selectors over the same log give
 # the same document.
 incident_scope = Table(
     "incident_scope", metadata,
@@ -395,7 +395,9 @@ incident_scope = Table(
     _ts("computed_at"),
     Column("computed_by", String(200), nullable=False),
     Column("selectors", Text, nullable=False),
-    Column("document", Text, nullable=False),
+    # Sealed (the breach key): per patient id it says which data, special categories included,
+    # an incident exposed; ``labvault.store.breach`` seals and opens it.
+    Column("document", SealedBytes(), nullable=False),
     Column("digest", LargeBinary(32), nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
     Column("key_id", String(64), nullable=False),

@@ -15,6 +15,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Scope documents are sealed from now on; one computed before cannot be opened (it fails
+    # closed, naming the scope): compute it again.
+    with op.batch_alter_table('incident_scope', schema=None) as batch_op:
+        batch_op.alter_column('document', existing_type=sa.Text(), type_=sa.LargeBinary(),
+                              existing_nullable=False,
+                              postgresql_using='convert_to(document, \'UTF8\')')
     op.create_table('erasure_certificate',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('issued_at', sa.DateTime(timezone=True), nullable=False),
@@ -60,6 +66,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('incident_scope', schema=None) as batch_op:
+        batch_op.alter_column('document', existing_type=sa.LargeBinary(), type_=sa.Text(),
+                              existing_nullable=False,
+                              postgresql_using='convert_from(document, \'UTF8\')')
     with op.batch_alter_table('result', schema=None) as batch_op:
         batch_op.drop_column('findings')
 
