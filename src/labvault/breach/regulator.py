@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -41,7 +40,7 @@ from labvault.breach.regulator_docs import Statements, iso, summarize
 from labvault.breach.regulator_facts import RegulatorFacts
 from labvault.breach.scope import canonical, verified
 from labvault.crypto.envelope import AesGcmFieldCipher
-from labvault.crypto.signing import Signer, key_id, load_public, public_bytes, verify
+from labvault.crypto.signing import Signer, check_signed, public_bytes
 from labvault.errors import InvalidRecord, NotFound
 from labvault.secret import Secret
 
@@ -72,22 +71,8 @@ def check(envelope: dict[str, Any], trusted: Ed25519PublicKey) -> dict[str, Any]
     """Verify a signed document against the key the reader trusts (the vault's public key,
     obtained apart from the document: a key embedded in the document proves nothing); return
     its body. Raises `InvalidSignature`."""
-    try:
-        body = envelope["document"]
-        signature = base64.b64decode(envelope["signature"], validate=True)
-        embedded = load_public(envelope["public_key"].encode())
-        kind = body["kind"]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise InvalidSignature("not a signed labvault breach document") from None
-    if kind not in KINDS or envelope.get("algorithm") != "Ed25519":
-        raise InvalidSignature("not a signed labvault breach document")
-    if public_bytes(trusted) != public_bytes(embedded):
-        raise InvalidSignature("signed by another key than the trusted one")
-    key = trusted
-    verify(key, signature, _context(kind) + canonical(body))
-    if envelope.get("key_id") != key_id(key):
-        raise InvalidSignature("key id does not match the key")
-    return body
+    return check_signed(envelope, "document", KINDS, lambda body: _context(body["kind"])
+                        + canonical(body), "signed breach document", trusted)
 
 
 def _paris(value: str | None) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable, Collection
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -69,5 +71,29 @@ def verify(key: Ed25519PublicKey, signature: bytes, message: bytes) -> None:
     key.verify(signature, message)
 
 
-__all__ = ["InvalidSignature", "Signer", "key_id", "load_public", "public_bytes", "public_pem",
-           "verify"]
+def check_signed(document: Any, body_field: str, kinds: Collection[str],
+                 message: Callable[[dict[str, Any]], bytes], what: str,
+                 trusted: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """The body of a signed labvault document (``{body_field: {"kind": …}, "signature",
+    "public_key", "key_id", "algorithm": "Ed25519"}``), verified over ``message(body)``; with
+    `trusted`, it must be that key's. Raises `InvalidSignature`, naming `what` it is not."""
+    try:
+        body = document[body_field]
+        signature = base64.b64decode(document["signature"], validate=True)
+        embedded = load_public(document["public_key"].encode())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InvalidSignature(f"not a labvault {what}") from None
+    if (not isinstance(body, dict) or body.get("kind") not in kinds
+            or document.get("algorithm") != "Ed25519"):
+        raise InvalidSignature(f"not a labvault {what}")
+    if trusted is not None and public_bytes(trusted) != public_bytes(embedded):
+        raise InvalidSignature("signed by another key than the trusted one")
+    key = trusted or embedded
+    verify(key, signature, message(body))
+    if document.get("key_id") != key_id(key):
+        raise InvalidSignature("key id does not match the key")
+    return body
+
+
+__all__ = ["InvalidSignature", "Signer", "check_signed", "key_id", "load_public", "public_bytes",
+           "public_pem", "verify"]

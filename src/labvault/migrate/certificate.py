@@ -9,7 +9,6 @@ signed with the vault's Ed25519 key; `check` raises `InvalidSignature` on any ch
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from labvault.access.principal import Principal
-from labvault.crypto.signing import key_id, load_public, public_bytes, verify
+from labvault.crypto.signing import check_signed
 from labvault.errors import ConfigurationError
 from labvault.migrate.plan import load_plan
 from labvault.vault import Vault
@@ -42,22 +41,8 @@ def check(document: dict[str, Any], trusted: Ed25519PublicKey | None = None) -> 
     With `trusted` (the lab's published key), the certificate must be signed by that key;
     without it, only the document's integrity under its embedded key is checked.
     """
-    try:
-        body = document["certificate"]
-        signature = base64.b64decode(document["signature"], validate=True)
-        embedded = load_public(document["public_key"].encode())
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise InvalidSignature("not a labvault certificate") from None
-    if (not isinstance(body, dict) or body.get("kind") != CERTIFICATE_KIND
-            or document.get("algorithm") != "Ed25519"):
-        raise InvalidSignature("not a labvault certificate")
-    key = trusted or embedded
-    if trusted is not None and public_bytes(trusted) != public_bytes(embedded):
-        raise InvalidSignature("signed by another key than the trusted one")
-    verify(key, signature, signed_message(body))
-    if document.get("key_id") != key_id(key):
-        raise InvalidSignature("key id does not match the key")
-    return body
+    return check_signed(document, "certificate", (CERTIFICATE_KIND,), signed_message,
+                        "certificate", trusted)
 
 
 def render_html(document: dict[str, Any]) -> str:

@@ -49,11 +49,10 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from labvault.access.principal import Principal
-from labvault.crypto.signing import Signer, key_id, load_public, public_bytes, verify
+from labvault.crypto.signing import Signer, check_signed, public_bytes
 from labvault.errors import ConfigurationError
 
 YEAR_TERMS = ("results_years", "orders_years", "comments_years", "attachments_years",
@@ -260,22 +259,8 @@ def check(document: dict[str, Any], trusted: Ed25519PublicKey | None = None) -> 
     With `trusted` (the lab's published key, `labvault keys public`) it must be signed by that
     key; without, only its integrity under the key it embeds is checked.
     """
-    try:
-        body = document["certificate"]
-        signature = base64.b64decode(document["signature"], validate=True)
-        embedded = load_public(document["public_key"].encode())
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise InvalidSignature("not a labvault erasure certificate") from None
-    if (not isinstance(body, dict) or body.get("kind") != CERTIFICATE_KIND
-            or document.get("algorithm") != "Ed25519"):
-        raise InvalidSignature("not a labvault erasure certificate")
-    if trusted is not None and public_bytes(trusted) != public_bytes(embedded):
-        raise InvalidSignature("signed by another key than the trusted one")
-    key = trusted or embedded
-    verify(key, signature, signed_message(body))
-    if document.get("key_id") != key_id(key):
-        raise InvalidSignature("key id does not match the key")
-    return body
+    return check_signed(document, "certificate", (CERTIFICATE_KIND,), signed_message,
+                        "erasure certificate", trusted)
 
 
 __all__ = ["CATEGORIES", "CERTIFICATE_KIND", "INACTIVE", "SIGNING_CONTEXT", "Expired", "OrderFacts",
