@@ -80,3 +80,13 @@ def temp_vault(backend: str, cipher_factory=None, postgres_url: str | None = Non
 def percentile(sorted_values: list[float], p: float) -> float:
     k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
     return sorted_values[k]
+
+
+def set_chain_head(vault, writer, cur, at) -> None:
+    """After rows chained by `writer` were inserted in bulk: the log's head and current epoch
+    key, as the log itself would have left them."""
+    chain = vault._audit.chain
+    version, wrapped = vault._keys.wrap(writer.key, b"labvault/audit/epoch-key/v1|"
+                                        + str((writer.seq - 1) // 1024).encode())
+    cur.execute(chain._sql["head_rekey"], (writer.seq, writer.last_hash, version, wrapped,
+                                           chain._ts(at)))

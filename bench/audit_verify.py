@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import machine
+from _common import machine, set_chain_head
 from labvault import Settings, Vault, local_operator
 from labvault.audit.chain import ChainedEvent, ChainWriter, Checkpoint, verify
 from labvault.audit.log import FIELDS, body_of, columns_of
@@ -120,10 +120,7 @@ def build_stored_log(data_dir: Path, events: int) -> None:
             cur.executemany(insert, rows)
             cur.executemany(chain._sql["index"], index)
             conn.commit()
-        version, wrapped = vault._keys.wrap(writer.key, b"labvault/audit/epoch-key/v1|"
-                                            + str((writer.seq - 1) // 1024).encode())
-        cur.execute(chain._sql["head_rekey"], (writer.seq, writer.last_hash, version, wrapped,
-                                               chain._ts(start)))
+        set_chain_head(vault, writer, cur, start)
         conn.commit()
         conn.close()
     finally:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import machine
+from _common import machine, set_chain_head
 from labvault import Settings, Vault, local_operator
 from labvault.access.principal import Principal, Role
 from labvault.audit.chain import ChainWriter
@@ -118,10 +118,7 @@ def build_log(vault: Vault, data_dir: Path, ids: list[uuid.UUID], events: int,
         cur.executemany(insert, rows)
         cur.executemany(index, idx)
         conn.commit()
-    version, wrapped = vault._keys.wrap(writer.key, b"labvault/audit/epoch-key/v1|"
-                                        + str((writer.seq - 1) // 1024).encode())
-    cur.execute(chain._sql["head_rekey"], (writer.seq, writer.last_hash, version, wrapped,
-                                           chain._ts(start)))
+    set_chain_head(vault, writer, cur, start)
     conn.commit()
     conn.close()
     print(f"  wrote {total:,} events ({taken:,} by the thief) in "
