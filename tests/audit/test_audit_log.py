@@ -33,7 +33,9 @@ from labvault.audit.sink import AuditEvent
 
 vault = Vault.open(Settings.load(Path(sys.argv[1])))
 name = sys.argv[2]
-sys.stdin.readline()  # start together
+vault.audit_log.length()  # connected and ready
+print("ready", flush=True)
+sys.stdin.readline()  # both are ready: start together
 for i in range({PER_PROCESS}):
     vault._audit.append(AuditEvent(datetime.now(UTC), name, "technician", "10.0.0.1",
                                    "concurrency", "vault:result:read", "allowed",
@@ -56,6 +58,9 @@ def test_two_processes_appending_at_once_keep_one_chain(vault, settings, operato
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(settings.data_dir), f"writer:{w}"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for w in (1, 2)]
+    # A real barrier: each writer has imported, opened the vault and connected before either
+    # is told to start, so the two append at the same time whatever the machine's load.
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
