@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from labvault.cli_support import (
     fail,
     open_vault,
     progress_bar,
+    uuid_argument,
 )
 from labvault.config import CONFIG_NAME, DEFAULT_DATA_DIR, Settings
 from labvault.crypto.signing import key_id, public_pem
@@ -195,14 +195,6 @@ def _show(record: PatientRecord) -> None:
                 console.print(f"  comment on {r.code}: {c.text}")
 
 
-def _patient_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        err.print("error: the patient id must be a UUID (see `labvault patient find`)")
-        raise typer.Exit(2) from None
-
-
 @patient_app.command("show")
 def patient_show(
     patient_id: str,
@@ -210,7 +202,7 @@ def patient_show(
     purpose: Annotated[str, typer.Option(help="Why you read (audited).")] = "patient review",
 ) -> None:
     """Show one patient with orders, results and comments."""
-    pid = _patient_id(patient_id)
+    pid = uuid_argument(patient_id, "patient id", "labvault patient find")
     try:
         with open_vault(data_dir) as vault:
             record = vault.get_record(local_operator(purpose), pid)
@@ -228,7 +220,7 @@ def erase_patient(
     = "erasure request (GDPR art. 17)",
 ) -> None:
     """Crypto-shred a patient: their data key is destroyed, every copy becomes unreadable."""
-    pid = _patient_id(patient_id)
+    pid = uuid_argument(patient_id, "patient id", "labvault patient find")
     if not yes:
         typer.confirm(f"Erase patient {pid} for good?", abort=True)
     try:

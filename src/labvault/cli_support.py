@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -81,6 +82,16 @@ def call_desk(data_dir: Path, desk: str, purpose: str, method: str, *args: objec
     except LabvaultError as exc:
         raise fail(exc) from None
 
+
+
+def uuid_argument(value: str, what: str, see: str | None = None) -> uuid.UUID:
+    """`value` as a UUID, or exit 2 naming the argument (and the command that lists them)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        hint = f" (see `{see}`)" if see else ""
+        err.print(f"error: the {what} must be a UUID{hint}")
+        raise typer.Exit(2) from None
 
 
 def when_option(value: str | None, option: str) -> datetime | None:

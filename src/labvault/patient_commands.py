@@ -8,17 +8,23 @@ retention terms. Read as the local operator, audited under "right of access (GDP
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from labvault.access.principal import local_operator
-from labvault.cli_support import DataDir, console, err, fail, open_vault
+from labvault.cli_support import (
+    DataDir,
+    console,
+    fail,
+    open_vault,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
-from labvault.retention_commands import policy_of, write_private
+from labvault.private_file import write_private
+from labvault.retention_commands import policy_of
 from labvault.vault import access_report
 
 
@@ -28,11 +34,7 @@ def patient_report(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """The patient's data and who accessed it (right of access): JSON and HTML, mode 0600."""
-    try:
-        pid = uuid.UUID(patient_id)
-    except ValueError:
-        err.print("error: the patient id must be a UUID (see `labvault patient find`)")
-        raise typer.Exit(2) from None
+    pid = uuid_argument(patient_id, "patient id", "labvault patient find")
     try:
         policy = policy_of(data_dir)
         with open_vault(data_dir) as vault:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from labvault.crypto.signing import load_public
 from labvault.errors import LabvaultError
 from labvault.migrate.certificate import load as load_document
 from labvault.periodic import Periodic
+from labvault.private_file import write_private
 from labvault.vault import Vault
 from labvault.vault.retention import RetentionDesk, RetentionRun
 from labvault.vault.retention_policy import RetentionPolicy, check
@@ -42,14 +42,6 @@ POLL_SECONDS = 600.0
 
 def policy_of(data_dir: Path) -> RetentionPolicy:
     return RetentionPolicy.from_config(BreachConfig.load(data_dir)["retention"])
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (0600), never through a symbolic link."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def render_html(document: dict[str, Any]) -> str:
@@ -220,4 +212,4 @@ def check_file(
 
 
 __all__ = ["RetentionSchedule", "check_file", "render_html", "retention_app",
-           "start_retention_schedule", "write_certificate", "write_private"]
+           "start_retention_schedule", "write_certificate"]

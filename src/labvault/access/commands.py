@@ -10,7 +10,6 @@ and never stored in clear.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,15 @@ from rich.table import Table
 
 from labvault.access.permissions import SERVICE_GRANTABLE, Permission
 from labvault.access.principal import Role, local_operator
-from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault
+from labvault.cli_support import (
+    DataDir,
+    call_desk,
+    console,
+    err,
+    fail,
+    open_vault,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.secret import Secret
@@ -32,14 +39,6 @@ accounts_app.add_typer(token_app, name="token")
 
 ACCOUNT_ROLES = [r.value for r in Role if r is not Role.LOCAL_OPERATOR]
 GRANTABLE = sorted(p.value for p in SERVICE_GRANTABLE)
-
-
-def _uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        err.print(f"error: the {what} must be a UUID (see `labvault accounts list`)")
-        raise typer.Exit(2) from None
 
 
 def _desk(data_dir: Path, purpose: str, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -67,7 +66,7 @@ def add(
     except ValueError:
         err.print(f"error: --role must be one of {', '.join(ACCOUNT_ROLES)}")
         raise typer.Exit(2) from None
-    pid = _uuid(patient_id, "patient id") if patient_id else None
+    pid = uuid_argument(patient_id, "patient id", "labvault accounts list") if patient_id else None
     account_id, token = _desk(data_dir, "account administration", "create_account",
                               email=email, display_name=name, roles=roles, rpps=rpps, patient_id=pid)
     console.print(f"account {account_id} created ({', '.join(roles)})")
@@ -96,7 +95,7 @@ def list_accounts(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @accounts_app.command("disable")
 def disable(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Disable an account; its sessions and tokens stop working at once."""
-    aid = _uuid(account_id, "account id")
+    aid = uuid_argument(account_id, "account id", "labvault accounts list")
     _desk(data_dir, "account administration", "disable_account", aid)
     console.print(f"account {aid} disabled; its sessions and tokens are revoked")
 
@@ -104,7 +103,7 @@ def disable(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @accounts_app.command("reset-mfa")
 def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Re-enrolment (lost phone): password and second factor dropped; a new enrolment token."""
-    aid = _uuid(account_id, "account id")
+    aid = uuid_argument(account_id, "account id", "labvault accounts list")
     token = _desk(data_dir, "account re-enrolment", "reset_mfa", aid)
     console.print(f"account {aid} must enrol again; new enrolment token (shown once, 72 h):")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
@@ -113,7 +112,7 @@ def reset_mfa(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @accounts_app.command("approve")
 def approve(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Approve an account or a re-enrolment awaiting approval; print its enrolment token."""
-    aid = _uuid(account_id, "account id")
+    aid = uuid_argument(account_id, "account id", "labvault accounts list")
     token = _desk(data_dir, "account approval", "approve", aid)
     if token:
         console.print(f"account {aid} approved; enrolment token, shown once and valid 72 h — "
@@ -158,7 +157,7 @@ def token_issue(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Issue an API token to a service account; print it once."""
-    aid = _uuid(account_id, "account id")
+    aid = uuid_argument(account_id, "account id", "labvault accounts list")
     try:
         scopes = [Permission(s) for s in scope]
     except ValueError:
@@ -173,7 +172,7 @@ def token_issue(
 @token_app.command("approve")
 def token_approve(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Approve an API token awaiting approval; print it once."""
-    tid = _uuid(token_id, "token id")
+    tid = uuid_argument(token_id, "token id", "labvault accounts list")
     token = _desk(data_dir, "service token approval", "approve_token", tid)
     console.print(f"token {tid} approved and active; the token, shown once:")
     console.print(token.reveal(), highlight=False, soft_wrap=True)
@@ -182,7 +181,7 @@ def token_approve(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @token_app.command("revoke")
 def token_revoke(token_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Revoke an API token."""
-    tid = _uuid(token_id, "token id")
+    tid = uuid_argument(token_id, "token id", "labvault accounts list")
     _desk(data_dir, "service token administration", "revoke_token", tid)
     console.print(f"token {tid} revoked")
 
@@ -194,7 +193,7 @@ def token_list(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """API tokens (never their secrets): scopes, status, expiry, last use."""
-    aid = _uuid(account, "account id") if account else None
+    aid = uuid_argument(account, "account id", "labvault accounts list") if account else None
     tokens = _desk(data_dir, "service token administration", "list_tokens", aid)
     t = Table(title=f"{len(tokens)} tokens")
     for col in ("id", "account", "label", "scopes", "status", "expires", "revoked",
@@ -212,7 +211,7 @@ def unlock(account_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     ask; the local operator, who holds the key file, unlocks alone. The account's open
     critical alerts are acknowledged as ``unlocked`` and its next call needs a fresh second
     factor."""
-    aid = _uuid(account_id, "account id")
+    aid = uuid_argument(account_id, "account id", "labvault accounts list")
     try:
         with open_vault(data_dir) as vault:
             vault.watch.unlock(local_operator("account unlock"), aid)

@@ -4,9 +4,7 @@ operator principal and calls the vault's audit desk (every command is itself aud
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +15,18 @@ from labvault.access.principal import local_operator
 from labvault.audit.chain import TamperDetected
 from labvault.audit.export import parse_target
 from labvault.audit.log import LoggedEvent
-from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar
+from labvault.cli_support import (
+    DataDir,
+    console,
+    err,
+    fail,
+    open_vault,
+    progress_bar,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
+from labvault.private_file import open_private
 from labvault.vault.audit import VERIFIER_FILE, load_checkpoints, read_verifier_key
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, export, read.",
@@ -129,8 +136,7 @@ def export_cmd(
                     n += 1
                 sender.close()
             elif out is not None:
-                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                with open_private(out) as f:
                     for line in lines:
                         f.write(line + "\n")
                         n += 1
@@ -185,11 +191,7 @@ def who_read_cmd(
     purpose: Annotated[str, typer.Option(help="Why you ask (audited).")] = "access report",
 ) -> None:
     """Who accessed a patient's record: when, who, role, action, purpose, outcome."""
-    try:
-        pid = uuid.UUID(patient_id)
-    except ValueError:
-        err.print("error: the patient id must be a UUID")
-        raise typer.Exit(2) from None
+    pid = uuid_argument(patient_id, "patient id", "labvault patient find")
     try:
         with open_vault(data_dir) as vault:
             accesses = vault.audit_log.who_read(local_operator(purpose), pid)

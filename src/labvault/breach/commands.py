@@ -4,8 +4,6 @@ principal and the breach desk (every command is audited)."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -25,10 +23,12 @@ from labvault.cli_support import (
     local_operator,
     open_vault,
     progress_bar,
+    uuid_argument,
     when_option,
 )
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import InvalidRecord, LabvaultError
+from labvault.private_file import open_private
 
 breach_app = typer.Typer(help="Breach response: incidents, their scope, the regulator's documents, notices.",
                          no_args_is_help=True)
@@ -80,23 +80,18 @@ def scope_incident(
 ) -> None:
     """Which patients the selected activity reached, and which of their data: the signed
     document (internal ids and categories) goes to --out; totals are printed."""
+    iid = uuid_argument(incident_id, "incident id", "labvault breach list")
     try:
-        iid = uuid.UUID(incident_id)
         selectors = Selectors(actor=actor, token=token, source=source,
                               since=when_option(since, "--since"), until=when_option(until, "--until"),
                               key=key, staging=staging,
                               staging_key_compromised=staging_key_compromised)
-    except ValueError:
-        err.print("error: the incident id must be a UUID (see `labvault breach list`)")
-        raise typer.Exit(2) from None
     except InvalidRecord as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
     scope = call_desk(data_dir, "breach", "incident scope", "scope", iid, selectors,
                       up_to_seq=up_to_seq)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with open_private(out) as f:
         json.dump({"document": scope.document, "signature": scope.signature.hex(),
                    "key_id": scope.key_id, "digest": scope.digest.hex()}, f, sort_keys=True)
     totals = scope.document["totals"]

@@ -11,7 +11,6 @@ holds an address or a name.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,17 +21,16 @@ import typer
 from labvault.access.principal import local_operator
 from labvault.breach.config import BreachConfig
 from labvault.breach.notices import Outbox
-from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar
+from labvault.cli_support import (
+    DataDir,
+    console,
+    fail,
+    open_vault,
+    progress_bar,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
-
-
-def _incident_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        err.print("error: the incident id must be a UUID (see `labvault breach list`)")
-        raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -76,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Queue the notices of an incident's latest scope: one per patient and per channel
         of their contact on file (e-mail, SMS). Running it again queues only what is new."""
-        iid = _incident_id(incident_id)
+        iid = uuid_argument(incident_id, "incident id", "labvault breach list")
         with _outbox(data_dir) as outbox:
             operator = local_operator("breach notification")
             queued = outbox.queue_incident(operator, iid, include_sealed=include_sealed)
@@ -108,7 +106,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = DEFAULT_DATA_DIR,
     ) -> None:
         """Counts of an incident's notices by state, outcome, channel and kind of error."""
-        iid = _incident_id(incident_id)
+        iid = uuid_argument(incident_id, "incident id", "labvault breach list")
         with _outbox(data_dir) as outbox:
             status = outbox.status(local_operator("breach notification follow-up"), iid)
         if as_json:

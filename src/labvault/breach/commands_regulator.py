@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,21 +16,22 @@ import typer
 from labvault.access.principal import local_operator
 from labvault.breach import regulator_labels as lb
 from labvault.breach.config import BreachConfig
-from labvault.breach.regulator import RegulatorDesk, Statements, check, write_private
-from labvault.cli_support import DataDir, console, err, fail, open_vault, when_option
+from labvault.breach.regulator import RegulatorDesk, Statements, check
+from labvault.cli_support import (
+    DataDir,
+    console,
+    err,
+    fail,
+    open_vault,
+    uuid_argument,
+    when_option,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.crypto.signing import InvalidSignature, load_public
 from labvault.errors import LabvaultError
+from labvault.private_file import write_private
 
 Recipient = Annotated[str, typer.Option("--to", help=f"One of: {', '.join(lb.RECIPIENTS)}.")]
-
-
-def _incident_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        err.print("error: the incident id must be a UUID (see `labvault breach list`)")
-        raise typer.Exit(2) from None
 
 
 def _with_desk(data_dir: Path, purpose: str, act: Callable[[RegulatorDesk, Any], Any]) -> Any:
@@ -82,7 +82,7 @@ def draft(
 ) -> None:
     """Draft the notification to the CNIL (GDPR art. 33) and the report to the regional health
     agency and CERT Santé (CSP art. L. 1111-8-2), signed, as JSON and printable HTML."""
-    iid = _incident_id(incident_id)
+    iid = uuid_argument(incident_id, "incident id", "labvault breach list")
     try:
         statements = Statements(detection=detection, causes=causes, care_impact=care_impact,
                                 delay_reason=delay_reason, measures_taken=tuple(measure or ()),
@@ -132,7 +132,7 @@ def notified(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Record that the CNIL, the ARS or the people were notified (for the register)."""
-    iid = _incident_id(incident_id)
+    iid = uuid_argument(incident_id, "incident id", "labvault breach list")
     when = when_option(at, "--at") or datetime.now(UTC)
     _with_desk(data_dir, "breach notification record",
                lambda desk, who: desk.record_notification(who, iid, to, at=when,
@@ -150,7 +150,7 @@ def not_notified(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Record why the CNIL, the ARS or the people are not notified (for the register)."""
-    iid = _incident_id(incident_id)
+    iid = uuid_argument(incident_id, "incident id", "labvault breach list")
     _with_desk(data_dir, "breach notification record",
                lambda desk, who: desk.record_not_notified(who, iid, to, reason))
     console.print(f"recorded: {lb.RECIPIENTS[to]} not notified "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from labvault.breach.scope import canonical, verified
 from labvault.crypto.envelope import AesGcmFieldCipher
 from labvault.crypto.signing import Signer, check_signed, public_bytes
 from labvault.errors import InvalidRecord, NotFound
+from labvault.private_file import write_private
 from labvault.secret import Secret
 
 if TYPE_CHECKING:
@@ -89,14 +89,6 @@ def render_html(envelope: dict[str, Any]) -> str:
     env.globals["labels"] = lb
     template = env.get_template(TEMPLATES[envelope["document"]["kind"]])
     return template.render(d=envelope["document"], env=envelope)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (0600); a symbolic link is refused."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 @dataclass(frozen=True)
@@ -242,5 +234,4 @@ class RegulatorDesk:
                           self._facts.notices(incident.id))
 
 
-__all__ = ["Draft", "RegulatorDesk", "Statements", "check", "render_html", "sign",
-           "write_private"]
+__all__ = ["Draft", "RegulatorDesk", "Statements", "check", "render_html", "sign"]

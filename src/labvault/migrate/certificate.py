@@ -22,6 +22,7 @@ from labvault.access.principal import Principal
 from labvault.crypto.signing import check_signed
 from labvault.errors import ConfigurationError
 from labvault.migrate.plan import load_plan
+from labvault.private_file import write_private
 from labvault.vault import Vault
 from labvault.vault.certification import CERTIFICATE_KIND, signed_message
 
@@ -68,10 +69,10 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def write(document: dict[str, Any], json_path: Path) -> Path:
-    """Write the certificate as JSON and, beside it, as HTML; returns the HTML path."""
-    json_path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    """Write the certificate as JSON and, beside it, as HTML (both 0600); the HTML path."""
+    write_private(json_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     html_path = json_path.with_suffix(".html")
-    html_path.write_text(render_html(document))
+    write_private(html_path, render_html(document))
     return html_path
 
 

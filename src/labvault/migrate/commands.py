@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +12,15 @@ from rich.table import Table
 
 from labvault import ingest
 from labvault.access.principal import local_operator
-from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar
+from labvault.cli_support import (
+    DataDir,
+    console,
+    err,
+    fail,
+    open_vault,
+    progress_bar,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.crypto.signing import load_public
 from labvault.errors import LabvaultError
@@ -22,6 +28,7 @@ from labvault.migrate import certificate
 from labvault.migrate.plan import DEFAULT_STAGING_DAYS, load_plan, make_plan
 from labvault.migrate.run import run as run_migration
 from labvault.migrate.verify import verify as verify_migration
+from labvault.private_file import open_private
 
 migrate_app = typer.Typer(help="Migrate from a legacy lab system: plan, run, verify, certify, "
                                "erase.", no_args_is_help=True)
@@ -252,11 +259,6 @@ def quarantine_cmd(plan: PlanArg, data_dir: DataDir = DEFAULT_DATA_DIR,
     console.print(t)
 
 
-def _private_file(path: Path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    return os.fdopen(fd, "wb")
-
-
 @export_app.command("patient")
 def export_patient(
     patient_id: str,
@@ -267,16 +269,12 @@ def export_patient(
     = "data portability (GDPR art. 20)",
 ) -> None:
     """One patient's record in FHIR R4 (a Bundle) or another format."""
-    try:
-        pid = uuid.UUID(patient_id)
-    except ValueError:
-        err.print("error: the patient id must be a UUID (see `labvault patient find`)")
-        raise typer.Exit(2) from None
+    pid = uuid_argument(patient_id, "patient id", "labvault patient find")
     try:
         writer = ingest.writer_for(fmt)
         with open_vault(data_dir) as vault:
             record = vault.get_record(local_operator(purpose), pid)
-        with _private_file(out) as f:
+        with open_private(out, "wb") as f:
             if fmt == "fhir":  # one Bundle, values written exactly as stored
                 writer([record], f, ndjson=False, indent=2)
             else:
@@ -297,7 +295,7 @@ def export_all(
     """Every live patient record, re-emitted as HL7 v2, HPRIM, FHIR NDJSON or CSV."""
     try:
         writer = ingest.writer_for(fmt)
-        with open_vault(data_dir) as vault, progress_bar() as bar, _private_file(out) as f:
+        with open_vault(data_dir) as vault, progress_bar() as bar, open_private(out, "wb") as f:
             principal = local_operator(purpose)
             task = bar.add_task("exporting patients", total=vault.count_patients(principal))
             writer(vault.iter_records(principal, progress=lambda n: bar.advance(task, n)), f)

@@ -24,6 +24,7 @@ from labvault.domain.validation import validate_record
 from labvault.errors import ConfigurationError, InvalidRecord
 from labvault.ingest.base import Reader, ReadStats, Rejected, Unit
 from labvault.migrate import attachments
+from labvault.private_file import write_private
 
 PLAN_VERSION = 1
 EXAMPLES = 20
@@ -113,8 +114,7 @@ class Plan:
     def write(self, path: Path) -> None:
         data = json.dumps(self.to_json(), indent=2, ensure_ascii=False).encode() + b"\n"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(0o600)
+        write_private(path, data)
         self.raw = data
 
 

@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,9 +28,18 @@ import typer
 from rich.table import Table
 
 from labvault.access.principal import local_operator
-from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault
+from labvault.cli_support import (
+    DataDir,
+    call_desk,
+    console,
+    err,
+    fail,
+    open_vault,
+    uuid_argument,
+)
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
+from labvault.private_file import open_private, write_private
 from labvault.watch.alerts import Alert
 from labvault.watch.channels import channels_from_config
 from labvault.watch.config import WatchConfig
@@ -52,14 +60,6 @@ DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-
 
 def _desk(data_dir: Path, purpose: str, method: str, *args: Any, **kwargs: Any) -> Any:
     return call_desk(data_dir, "watch", purpose, method, *args, **kwargs)
-
-
-def _alert_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        err.print("error: the alert id must be a UUID (see `labvault alerts list`)")
-        raise typer.Exit(2) from None
 
 
 def _when(at) -> str:
@@ -103,7 +103,7 @@ def list_alerts(
 @alerts_app.command("show")
 def show_alert(alert_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """One alert as JSON (ids and counts, no personal value), with its delivery attempts."""
-    aid = _alert_id(alert_id)
+    aid = uuid_argument(alert_id, "alert id", "labvault alerts list")
     alert, deliveries = _desk(data_dir, "alert review", "alert", aid)
     typer.echo(json.dumps({"alert": alert_json(alert), "deliveries": deliveries}, indent=2,
                           ensure_ascii=False))
@@ -117,7 +117,7 @@ def ack_alert(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Acknowledge an alert: its escalation stops; the same pattern seen again is a new alert."""
-    aid = _alert_id(alert_id)
+    aid = uuid_argument(alert_id, "alert id", "labvault alerts list")
     if reason not in ACK_REASONS:
         err.print(f"error: --reason must be one of {', '.join(ACK_REASONS)}")
         raise typer.Exit(2)
@@ -144,12 +144,11 @@ def seed_decoys(
         err.print("error: --mail-domain must be a domain name, e.g. decoy.lab.example")
         raise typer.Exit(2)
     try:  # the file first: decoys stored without their contacts could never be monitored
-        fd = os.open(contacts_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
+        f = open_private(contacts_out)
     except OSError as exc:
         err.print(f"error: cannot write {contacts_out}: {exc.strerror or type(exc).__name__}")
         raise typer.Exit(1) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with f:
         try:
             contacts: list[str] = _desk(data_dir, "decoy seeding", "seed_decoys", count,
                                         mail_domain=mail_domain)
@@ -223,9 +222,7 @@ class Position:
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"seq": self.seq, "hash": self.hash}) + "\n")
+        write_private(tmp, json.dumps({"seq": self.seq, "hash": self.hash}) + "\n")
         os.replace(tmp, path)
 
     @classmethod
