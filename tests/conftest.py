@@ -19,6 +19,8 @@ from labvault import FixedClock, Settings, Vault, local_operator
 from labvault.access.permissions import Permission
 from labvault.access.principal import Role
 from labvault.api import ApiConfig, create_app
+from labvault.store import schema
+from labvault.store.engine import make_engine
 from labvault.synthetic import SyntheticLab
 
 
@@ -27,6 +29,26 @@ def pg() -> Iterator[PostgresDatabases]:
     dbs = PostgresDatabases(require_postgres())
     yield dbs
     dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def pg_schema_templates() -> Iterator[tuple[str, str]]:
+    """A data and a keys database at the current schema, migrated once per session: each test's
+    databases are copies (CREATE DATABASE ... TEMPLATE), so its vault opens on a schema already
+    at head instead of running every migration again. What the vault then writes is the test's."""
+    dbs = PostgresDatabases(require_postgres())
+    try:
+        data = dbs.create(prefix="lvtpl")
+        keys = dbs.create(prefix=f"{data}_keys")
+        for name, which in ((data, "data"), (keys, "keys")):
+            engine = make_engine(dbs.url(name))
+            try:
+                schema.upgrade(engine, which)
+            finally:
+                engine.dispose()  # a template must have no connection when it is copied
+        yield data, keys
+    finally:
+        dbs.drop_all()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -40,8 +62,9 @@ def settings(backend: str, tmp_path, request: pytest.FixtureRequest) -> Settings
     if backend == "sqlite":
         return Settings.embedded(data_dir)
     dbs: PostgresDatabases = request.getfixturevalue("pg")
-    data = dbs.create()
-    keys = dbs.create(prefix=f"{data}_keys")
+    data_template, keys_template = request.getfixturevalue("pg_schema_templates")
+    data = dbs.create(template=data_template)
+    keys = dbs.create(prefix=f"{data}_keys", template=keys_template)
     return Settings(data_dir, dbs.url(data), dbs.url(keys), data_dir / "master.key")
 
 
