@@ -19,7 +19,6 @@ from typing import Annotated
 
 import typer
 
-from labvault.api.app import ApiConfig, create_app
 from labvault.breach.config import BreachConfig
 from labvault.breach.exposure import exposure_desk
 from labvault.breach.notices import Outbox
@@ -111,6 +110,8 @@ def serve(
         vault.watch.stop()
         vault.close()
         raise fail(exc) from None
+    from labvault.api.app import ApiConfig, create_app  # the web framework: only to serve
+
     app = create_app(vault, ApiConfig(docs=enable_docs, cors_origins=tuple(cors_origin or ()),
                                       tls=tls))
     app.state.breach_config = breach_config
