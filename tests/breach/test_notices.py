@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import email
 import email.policy
+import itertools
 import json
 import re
 import threading
@@ -63,6 +64,8 @@ REF = re.compile(r"INC-[0-9A-F]{8}")
 GSM = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRS"
           "TUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
 ENTRY = {"categories": ["identity", "contact", "nir", "results"], "special": ["hiv"]}
+UPDATES = (None, {"categories": ["results", "comments"], "special": True, "decrypted": True},
+           {"categories": [], "special": False, "decrypted": True})  # first notice, updates
 
 
 @pytest.fixture
@@ -270,15 +273,16 @@ def test_every_notice_is_plain_french_without_values_and_renders_fast() -> None:
     for vector in VECTORS:
         inc = SimpleNamespace(id=uuid.uuid4(), vector=vector,
                               detected_at=datetime(2026, 1, 1, 23, 30, tzinfo=UTC))
-        for entry in entries:
-            for channel in ("email", "sms"):
-                _, body = text.notice(config, channel, text.new_code(), inc, entry)
-                assert ("2 janvier 2026" in body) is (channel == "email")  # 00:30 in Paris
-                assert PUBLIC_URL in body and "CNIL" in body and CODE.search(body)
-                assert not re.search(r"hiv|genetic|VIH|génétique", body, re.I)
-                if channel == "sms":
-                    assert set(body.strip()) <= GSM | set(PUBLIC_URL), set(body) - GSM
-                    assert len(body) <= 3 * 153 and "sensible" not in body
+        for entry, added, channel in itertools.product(entries, UPDATES, ("email", "sms")):
+            _, body = text.notice(config, channel, text.new_code(), inc, entry, added)
+            assert ("2 janvier 2026" in body) is (channel == "email")  # 00:30 in Paris
+            assert PUBLIC_URL in body and "CNIL" in body and CODE.search(body)
+            assert not re.search(r"hiv|genetic|VIH|génétique", body, re.I)
+            assert bool(re.search("complète le précédent|complément à notre message", body)) is (
+                added is not None)
+            if channel == "sms":
+                assert set(body.strip()) <= GSM | set(PUBLIC_URL), set(body) - GSM
+                assert len(body) <= 3 * 153 and "sensible" not in body
     assert text.normalize_code(" ab cde-fgh0o1 ") is None  # 11 characters
     assert text.normalize_code(" ab cde-fgh0o ") == "ABCDEFGH00"  # O typed for 0
     assert text.normalize_code("k7q2m 9xw4d") == "K7Q2M9XW4D"

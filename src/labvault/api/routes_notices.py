@@ -53,7 +53,7 @@ class VerifyOut(BaseModel):
     status: Literal["issued", "unknown"]
     issuer: str | None = Field(description="The laboratory that issued the code.")
     issued_on: str | None = Field(description="The day it was issued (YYYY-MM-DD).")
-    about: Literal["incident", "exposure-answer"] | None
+    about: Literal["incident", "incident-update", "exposure-answer"] | None
     incident: str | None = Field(description="The incident's short reference, e.g. INC-3F0C1A2B.")
 
 

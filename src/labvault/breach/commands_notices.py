@@ -56,6 +56,11 @@ def _print_status(status: dict[str, Any]) -> None:
     for channel, counts in status["by_channel"].items():
         console.print(f"  {channel:5} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
                       highlight=False)
+    updates = status["updates"]
+    if updates["notices"]:
+        outcomes = ", ".join(f"{k} {v}" for k, v in updates["by_outcome"].items())
+        console.print(f"{updates['notices']} updates (a later scope added to what "
+                      f"{updates['patients']} people were told): {outcomes}", highlight=False)
     if status["errors"]:
         console.print("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(status["errors"].items())),
                       highlight=False)

@@ -182,7 +182,7 @@ class Dispatcher:
 
     def _compose(self, row: Any, state: dict[str, Any]) -> tuple[str, str]:
         outbox, config = self._outbox, self._outbox._config
-        if row.kind != "incident":
+        if row.kind == "exposure-answer":
             return text.answer(config, row.channel, state["code"],
                                outbox.exposures_of(row.patient_id))
         found = self._incidents.get(row.incident_id)
@@ -192,7 +192,8 @@ class Dispatcher:
                 {s.id: s for s in outbox._scopes_of(row.incident_id)})
         scope = found[1].get(state.get("scope"))
         entry = outbox._patients(scope).get(str(row.patient_id), {}) if scope else {}
-        return text.notice(config, row.channel, state["code"], found[0], entry)
+        return text.notice(config, row.channel, state["code"], found[0], entry,
+                           added=state.get("added") if row.kind == "incident-update" else None)
 
 
 def summarize(notices: Iterable[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:

@@ -44,6 +44,8 @@ CATEGORIES = ("membership", "identity", "contact", "nir", "insurance", "prescrib
 HEALTH = frozenset({"prescriber", "orders", "results", "comments", "attachments"})
 FRAUD = frozenset({"nir", "insurance"})
 SUBJECTS = {"incident": "{lab} : information sur un incident de sécurité concernant vos données",
+            "incident-update": "{lab} : complément d'information sur l'incident de sécurité "
+                               "concernant vos données",
             "exposure-answer": "{lab} : réponse à votre demande sur vos données"}
 _MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
            "octobre", "novembre", "décembre")
@@ -142,20 +144,26 @@ def _render(name: str, ctx: dict[str, Any]) -> str:
     return re.sub(r"\n{3,}", "\n\n", _ENV.get_template(name).render(ctx)).strip() + "\n"
 
 
-def notice(config: Any, channel: str, code: str, incident: Any,
-           entry: Mapping[str, Any]) -> tuple[str, str]:
-    """Subject and text of an incident notice; `entry` is the person's line of the scope."""
+def notice(config: Any, channel: str, code: str, incident: Any, entry: Mapping[str, Any],
+           added: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """Subject and text of an incident notice; `entry` is the person's line of the scope. With
+    `added` (what a later scope adds to what the person was told: categories, whether a
+    special category, whether data was now read in clear), the update that completes it."""
     categories = _ordered(entry.get("categories", ()))
     special = bool(entry.get("special")) and channel != "sms"
+    more = added or {}
     ctx = _base(config, code) | {
+        "update": added is not None, "added": _ordered(more.get("categories", ())),
+        "added_special": bool(more.get("special")) and channel != "sms",
+        "now_decrypted": bool(more.get("decrypted")),
         "ref": short_ref(incident.id), "vector": incident.vector,
         "detected": french_date(local_date(incident.detected_at)),
         "first": _day(entry.get("first")), "last": _day(entry.get("last")),
         "categories": categories, "special": special,
         "sealed": entry.get("exposure") == "sealed", "fraud": bool(FRAUD & set(categories)),
         "health": bool(HEALTH & set(categories)) or special}
-    return (SUBJECTS["incident"].format(lab=ctx["lab"]),
-            _render(f"notice_{channel}.j2", ctx))
+    kind = "incident-update" if added is not None else "incident"
+    return (SUBJECTS[kind].format(lab=ctx["lab"]), _render(f"notice_{channel}.j2", ctx))
 
 
 def answer(config: Any, channel: str, code: str, exposures: Iterable[Any]) -> tuple[str, str]:

@@ -1,7 +1,11 @@
 """Notices to people (GDPR article 34), their delivery, and the check that one is genuine.
 
 `Outbox(vault, config)` queues one notice per patient of an incident's latest signed scope
-and per channel their contact on file allows (e-mail; SMS to a mobile). Patients exposed only
+and per channel their contact on file allows (e-mail; SMS to a mobile). When a later scope
+adds to what a person's notices on a channel said (a category, a special category, or data
+read in clear where only ciphertext had left), queueing again writes them an update
+(``incident-update``) that names what was added; a later scope that adds nothing writes
+nobody, and neither does running it twice. Patients exposed only
 ``sealed`` (ciphertext without its key) are exempt (article 34(3)(a)) unless
 ``include_sealed``. A patient without a usable contact, or erased, gets a notice of channel
 ``none``, ``undeliverable``: counted, never lost. Decoy patients get none.
@@ -121,8 +125,9 @@ class Outbox:
     # -- queueing ----------------------------------------------------------------------------
     def queue_incident(self, principal: Principal, incident_id: uuid.UUID, *,
                        include_sealed: bool = False) -> int:
-        """Queue the notices of the incident's latest scope; how many were queued. Patients
-        and channels already queued for the incident are skipped: running it again is safe."""
+        """Queue the notices of the incident's latest scope, and the updates owed to people
+        already written to whom it adds something; how many were queued. Running it again
+        queues nothing new."""
         self._vault._authorize(principal, Permission.BREACH_MANAGE)
         self._check_config()
         if self._breach.incident(incident_id) is None:
@@ -138,16 +143,23 @@ class Outbox:
         self._vault._authorize(principal, Permission.BREACH_MANAGE, targets)
         done = self._store.pairs(incident_id)
         had = {pid for pid, _ in done}
+        told = self._told(incident_id)
+        latest, by_id = scopes[-1], {s.id: s for s in scopes}
         who = dataclasses.replace(principal, purpose=PURPOSE)
         queued = 0
         for ids in batched(targets, BATCH):
             self._vault._event(who, Permission.BREACH_MANAGE, "allowed", ids, CONTACT,
-                               what="notify", incident_id=str(incident_id), scope=scopes[-1].id)
+                               what="notify", incident_id=str(incident_id), scope=latest.id)
             contacts, rows = self._contacts(ids), []
             for pid in ids:
                 contact = contacts.get(pid, Contact(erased=True))
-                rows += [self._row("incident", incident_id, pid, ch, scopes[-1].id)
-                         for ch in contact.channels if (pid, ch) not in done]
+                for ch in contact.channels:
+                    if (pid, ch) not in done:
+                        rows.append(self._row("incident", incident_id, pid, ch, latest.id))
+                    elif (spoke := told.get((pid, ch))) and latest.id not in spoke and (
+                            added := self._added(pid, spoke, latest, by_id)):
+                        rows.append(self._row("incident-update", incident_id, pid, ch,
+                                              latest.id, added=added))
                 if not contact.channels and pid not in had:
                     rows.append(self._row("incident", incident_id, pid, "none", None, contact))
             # Another queueing of the same incident may have recorded some since `pairs`:
@@ -220,10 +232,13 @@ class Outbox:
                            incident_id=str(incident_id))
         scopes = self._scopes_of(incident_id)
         listed = self._patients(scopes[-1]) if scopes else {}
+        rows = [(r, self._open(r.id, r.delivery)) for r in self._store.of_incident(incident_id)]
+        updates = summarize(p for p in rows if p[0].kind == "incident-update")
         return {"incident": str(incident_id), "listed": len(listed),
                 "sealed_only": sum(p.get("exposure") == "sealed" for p in listed.values()),
-                **summarize((r, self._open(r.id, r.delivery))
-                            for r in self._store.of_incident(incident_id))}
+                **summarize(p for p in rows if p[0].kind == "incident"),
+                "updates": {k: updates[k] for k in ("patients", "patients_reached", "notices",
+                                                    "by_outcome")}}
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_config(self) -> None:
@@ -254,6 +269,37 @@ class Outbox:
             found = self._scopes[scope.id] = {p["id"]: p for p in doc.get("patients", [])}
         return found
 
+    def _told(self, incident_id: uuid.UUID) -> dict[tuple[uuid.UUID, str], set[int]]:
+        """For each (patient, channel) written to about the incident: the scopes its notices
+        spoke from."""
+        out: dict[tuple[uuid.UUID, str], set[int]] = {}
+        for r in self._store.told(incident_id):
+            scope = r.scope_id if r.scope_id is not None else self._open(r.id, r.delivery).get(
+                "scope")
+            out.setdefault((r.patient_id, r.channel), set()).update(
+                [scope] if scope is not None else [])
+        return out
+
+    def _added(self, pid: uuid.UUID, told: set[int], latest: Any,
+               by_id: Mapping[int, Any]) -> dict[str, Any] | None:
+        """What the latest scope says of a patient beyond what their notices from the `told`
+        scopes said: categories, special categories, a read in clear; None if nothing."""
+        key = str(pid)
+        now = self._patients(latest).get(key)
+        if now is None:
+            return None
+        before = [e for sid in told if sid in by_id
+                  for e in [self._patients(by_id[sid]).get(key)] if e is not None]
+        categories = set(now.get("categories", ())).difference(
+            *(e.get("categories", ()) for e in before))
+        special = set(now.get("special", ())).difference(*(e.get("special", ()) for e in before))
+        decrypted = now.get("exposure", "decrypted") != "sealed" and all(
+            e.get("exposure", "decrypted") == "sealed" for e in before)
+        if not (categories or special or decrypted):
+            return None
+        return {"categories": sorted(categories), "special": bool(special),
+                "decrypted": decrypted}
+
     def _decoys(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         tags = AlertStore(self._vault._records.engine).decoy_tags()
         index = BlindIndex(DECOY_KEY, self._vault._keys.index_key(DECOY_KEY))
@@ -283,12 +329,13 @@ class Outbox:
         return out
 
     def _row(self, kind: str, incident_id: uuid.UUID | None, pid: uuid.UUID, channel: str,
-             scope_id: int | None, dead: Contact | None = None) -> dict[str, Any]:
-        """A queued notice; or, given the `dead` contact, one that cannot be sent, recorded as
-        such (channel ``none``, a random tag: no code)."""
+             scope_id: int | None, dead: Contact | None = None, *,
+             added: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A queued notice (an update says what was `added`); or, given the `dead` contact,
+        one that cannot be sent, recorded as such (channel ``none``, a random tag: no code)."""
         nid, now = uuid.uuid4(), self._clock.now()
         row = {"id": nid, "kind": kind, "incident_id": incident_id, "patient_id": pid,
-               "created_at": now, "attempts": 0}
+               "created_at": now, "attempts": 0, "scope_id": scope_id}
         if dead is not None:
             error = "erased" if dead.erased else "no-contact"
             return row | {"channel": "none", "code_tag": secrets.token_bytes(32), "state": DONE,
@@ -297,7 +344,8 @@ class Outbox:
         code = text.new_code()
         return row | {"channel": channel, "code_tag": text.code_tag(self._tag_key, code),
                       "state": QUEUED, "next_attempt_at": now, "delivery": self._seal(
-                          nid, {"outcome": "pending", "code": code, "scope": scope_id})}
+                          nid, {"outcome": "pending", "code": code, "scope": scope_id}
+                          | ({"added": added} if added is not None else {}))}
 
     def _seal(self, notice_id: uuid.UUID, state: dict[str, Any]) -> Any:
         return self._cipher.seal("breach_notice", "delivery", notice_id.hex,

@@ -2,11 +2,13 @@
 
 A notice row holds internal ids, its channel, the keyed hash of its verification code, its
 state (``queued`` until it is ``done``), how many attempts were made and when the next one is
-due; the outcome (provider reference, last error) is sealed by the caller. `claim` is a
+due, and the scope an incident notice speaks from; the outcome (provider reference, last
+error) is sealed by the caller. `claim` is a
 compare-and-set on the attempt count: two workers never send the same notice at once; `record`
 writes an attempt's outcome only while the attempt still holds its claim. An incident has at
-most one notice per patient and channel (a unique index): `insert` skips the pairs already
-there, so two people queueing at once queue each notice once.
+most one notice per patient and channel, and one update per patient, channel and scope (unique
+indexes): `insert` skips what is already there, so two people queueing at once queue each
+notice once.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, func, literal_column, or_, select, update
+from sqlalchemy import Engine, Row, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labvault.store.engine import guarded
 from labvault.store.tables import breach_notice, patient
 
 QUEUED, DONE = "queued", "done"
+INCIDENT_KINDS = ("incident", "incident-update")
 
 
 class NoticeStore:
@@ -30,15 +33,14 @@ class NoticeStore:
         self.engine = engine
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Record notices; those recorded (an incident's notice to a patient on a channel
-        that already has one is not: the first stays)."""
+        """Record notices; those recorded (an incident's notice, or an update from a scope, to
+        a patient on a channel that already has one is not: the first stays)."""
         if not rows:
             return []
         n = breach_notice.c
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(breach_notice).on_conflict_do_nothing(
-            index_elements=[n.incident_id, n.patient_id, n.channel],
-            index_where=n.kind == literal_column("'incident'")).returning(n.id)
+        # No conflict target: either partial unique index (first notice, update) may apply.
+        stmt = dialect.insert(breach_notice).on_conflict_do_nothing().returning(n.id)
         with guarded("recording notices"), self.engine.begin() as conn:
             kept = {r.id for r in conn.execute(stmt, list(rows))}
         return [r for r in rows if r["id"] in kept]
@@ -50,6 +52,16 @@ class NoticeStore:
                                                   n.kind == "incident")
         with guarded("reading notices"), self.engine.connect() as conn:
             return {(r.patient_id, r.channel) for r in conn.execute(q)}
+
+    def told(self, incident_id: uuid.UUID) -> list[Row]:
+        """The notices and updates of an incident that were addressed to someone (channel
+        e-mail or SMS): patient, channel, scope id (NULL before revision 0010: the sealed
+        delivery state has it), id and delivery."""
+        n = breach_notice.c
+        q = select(n.id, n.patient_id, n.channel, n.scope_id, n.delivery).where(
+            n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS), n.channel != "none")
+        with guarded("reading notices"), self.engine.connect() as conn:
+            return list(conn.execute(q))
 
     def _due(self, now: datetime, channels: Sequence[str]) -> Any:
         n = breach_notice.c
@@ -110,9 +122,10 @@ class NoticeStore:
             return conn.execute(q).first()
 
     def of_incident(self, incident_id: uuid.UUID) -> list[Row]:
+        """An incident's notices and updates (`kind` says which)."""
         n = breach_notice.c
-        q = select(n.id, n.patient_id, n.channel, n.state, n.attempts, n.delivery).where(
-            n.incident_id == incident_id, n.kind == "incident")
+        q = select(n.id, n.kind, n.patient_id, n.channel, n.state, n.attempts, n.delivery).where(
+            n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS))
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
 
@@ -125,4 +138,4 @@ class NoticeStore:
             return {r.id: r for r in conn.execute(q)}
 
 
-__all__ = ["DONE", "QUEUED", "NoticeStore"]
+__all__ = ["DONE", "INCIDENT_KINDS", "QUEUED", "NoticeStore"]

@@ -410,10 +410,13 @@ incident_scope = Table(
 breach_notice = Table(
     "breach_notice", metadata,
     Column("id", Uuid, primary_key=True),
-    Column("kind", String(20), nullable=False),  # incident | exposure-answer
+    Column("kind", String(20), nullable=False),  # incident | incident-update | exposure-answer
     Column("incident_id", Uuid, ForeignKey("incident.id"), nullable=True, index=True),
     Column("patient_id", Uuid, nullable=False, index=True),
-    Column("channel", String(10), nullable=False),  # email | sms
+    Column("channel", String(10), nullable=False),  # email | sms | none
+    # The scope an incident notice (or update) speaks from; NULL before revision 0010 (the
+    # sealed delivery state says it) and for exposure answers.
+    Column("scope_id", Integer, ForeignKey("incident_scope.id"), nullable=True),
     Column("code_tag", LargeBinary(32), nullable=False, unique=True),
     _ts("created_at"),
     Column("state", String(12), nullable=False),  # queued | done
@@ -427,6 +430,12 @@ _INCIDENT_NOTICE = breach_notice.c.kind == "incident"
 Index("uq_breach_notice_incident_pair", breach_notice.c.incident_id, breach_notice.c.patient_id,
       breach_notice.c.channel, unique=True, sqlite_where=_INCIDENT_NOTICE,
       postgresql_where=_INCIDENT_NOTICE)
+# And one update per patient, channel and scope: a later scope that adds to what a person was
+# told is written to them once.
+_UPDATE_NOTICE = breach_notice.c.kind == "incident-update"
+Index("uq_breach_notice_update", breach_notice.c.incident_id, breach_notice.c.patient_id,
+      breach_notice.c.channel, breach_notice.c.scope_id, unique=True,
+      sqlite_where=_UPDATE_NOTICE, postgresql_where=_UPDATE_NOTICE)
 
 # A signed certificate of erasure (retention runs): what was crypto-shredded, when, under which
 # policy; internal ids only.
