@@ -10,6 +10,7 @@ from labvault.audit.sink import AuditEvent
 from labvault.watch.config import WatchConfig
 from labvault.watch.rules import access_rules
 from labvault.watch.rules_context import context_rules
+from labvault.watch.rules_public import public_rules
 
 # Monday 2 March 2026, 09:00 in Paris.
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -53,7 +54,7 @@ class Harness:
 
     def __init__(self, config: WatchConfig | None = None, facts: Facts | None = None) -> None:
         config = config or WatchConfig()
-        self.rules = access_rules(config) + context_rules(config)
+        self.rules = access_rules(config) + context_rules(config) + public_rules(config)
         self.facts = facts or Facts()
         self.all: list = []
 

@@ -95,6 +95,14 @@ DEFAULTS: dict[str, Any] = {
         "mfa_failures": 3,
         "after_reset_minutes": 60,
     },
+    # The public pages (labvault.watch.rules_public): per network, or per patient's NIR.
+    "public": {
+        "window_hours": 24,
+        "exposure_misses": 10,  # exposure checks that found nobody or a wrong birth date
+        "exposure_mismatches": 3,  # a patient's NIR with another birth date
+        "birth_date_guesses": 3,  # one patient's NIR, another birth date, from anywhere
+        "code_blocks": 3,  # the verification page blocked the network (5 unknown codes each)
+    },
     # Alerts that pile up on one account: distinct rules at medium or above within a day, or
     # high alerts within the hour, make a critical `correlated` alert (a thief who passes every
     # step-up with a stolen TOTP secret, a slow extraction that stays under every limit).

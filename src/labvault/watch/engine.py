@@ -37,6 +37,7 @@ from labvault.watch.alerts import Alert, Finding, Severity
 from labvault.watch.config import WatchConfig
 from labvault.watch.rules import access_rules
 from labvault.watch.rules_context import context_rules
+from labvault.watch.rules_public import public_rules
 from labvault.watch.state import SPANS, WATCH_ACTOR, Window, account_of, bucket, token_of
 
 if TYPE_CHECKING:
@@ -139,7 +140,8 @@ class Watcher:
         self._clock = vault._clock
         self.store = AlertStore(vault._records.engine)
         self.facts = VaultFacts(self.store, BlindIndex(DECOY_KEY, vault._keys.index_key(DECOY_KEY)))
-        self._rules = access_rules(self.config) + context_rules(self.config)
+        self._rules = (access_rules(self.config) + context_rules(self.config)
+                       + public_rules(self.config))
         self._lock = threading.Lock()
         self.notifier = notifier
         self.observed = 0

@@ -1,0 +1,79 @@
+"""Probing of the public pages: the exposure check and the notice verification page."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from rule_support import T0, Harness, event
+
+from labvault.audit.sink import AuditEvent
+from labvault.watch.alerts import Severity
+
+LOOKUP, VERIFY = "breach:exposure:lookup", "breach:notice:verify"
+
+
+def lookup(at, source: str, outcome: str, ids=()) -> AuditEvent:
+    return AuditEvent(at=at, actor="labvault:exposure-check", role="system", source=source,
+                      purpose="exposure check", action=LOOKUP, outcome=outcome,
+                      patient_ids=tuple(ids), detail={}, request_id=uuid.uuid4().hex)
+
+
+def test_a_network_trying_a_list_on_the_exposure_check_is_reported() -> None:
+    h = Harness()
+    for n in range(9):
+        h.feed(lookup(T0 + timedelta(minutes=n), f"192.0.2.{n + 1}", "miss"))
+    assert h.by_rule("exposure-probing") == []
+    found = h.feed(lookup(T0 + timedelta(minutes=9), "192.0.2.99", "miss"))
+    assert [(f.rule, f.severity, f.actor) for f in found] == [
+        ("exposure-probing", Severity.MEDIUM, "source:192.0.2.0/24")]
+    assert found[0].evidence == {"misses": 10}
+    # Matches are people checking for themselves: they never count.
+    h2 = Harness()
+    for n in range(30):
+        h2.feed(lookup(T0 + timedelta(minutes=n), "192.0.2.1", "match", [uuid.uuid4()]))
+    assert h2.all == []
+
+
+def test_typing_errors_from_many_places_and_a_slow_trickle_stay_quiet() -> None:
+    h = Harness()
+    for n in range(40):  # one miss each from forty networks
+        h.feed(lookup(T0 + timedelta(minutes=n), f"10.{n}.0.1", "miss"))
+    for n in range(20):  # one network, nine a day: under the limit of each window
+        h.feed(lookup(T0 + timedelta(hours=24 * (n // 9) + n % 9), "198.51.100.7", "miss"))
+    assert h.all == []
+
+
+def test_real_nirs_with_wrong_birth_dates_are_high() -> None:
+    h = Harness()
+    for n in range(3):
+        found = h.feed(lookup(T0 + timedelta(minutes=n), "203.0.113.5", "mismatch",
+                              [uuid.uuid4()]))
+    assert [(f.rule, f.severity) for f in found] == [("exposure-probing", Severity.HIGH)]
+    assert found[0].evidence == {"mismatches": 3, "misses": 3}
+
+
+def test_one_patients_nir_tried_from_several_networks_names_the_patient() -> None:
+    h = Harness()
+    victim = uuid.uuid4()
+    sources = ("192.0.2.1", "198.51.100.1", "2001:db8:1::1")
+    for n, source in enumerate(sources):
+        found = h.feed(lookup(T0 + timedelta(hours=n), source, "mismatch", [victim]))
+    guess = [f for f in found if f.rule == "birth-date-guessing"]
+    assert [(f.severity, f.actor, f.patient_ids) for f in guess] == [
+        (Severity.HIGH, "public", (victim,))]
+    assert h.by_rule("exposure-probing") == []  # no single network went over its limit
+
+
+def test_repeated_blocks_of_the_verification_page_are_code_guessing() -> None:
+    h = Harness()
+    for n in range(3):
+        found = h.feed(event("public", VERIFY, T0 + timedelta(minutes=10 * n), role="public",
+                             source=f"2001:db8:5::{n + 1}", outcome="throttled", retry_after=60))
+    assert [(f.rule, f.severity, f.actor) for f in found] == [
+        ("code-guessing", Severity.MEDIUM, "source:2001:db8:5::/64")]
+    unknown = Harness()
+    for n in range(20):  # unknown codes alone: the block, not each miss, is the signal
+        unknown.feed(event("public", VERIFY, T0 + timedelta(seconds=n), role="public",
+                           source="192.0.2.1", outcome="unknown"))
+    assert unknown.all == []
