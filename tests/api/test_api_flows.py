@@ -101,6 +101,35 @@ def test_patient_reads_own_record_only(client, records, login):
                        headers=me.headers).status_code == 403
 
 
+def test_a_patient_sees_who_accessed_their_record_by_role_not_by_account(client, records,
+                                                                          login, clock):
+    mine, other = records[0].patient, records[1].patient
+    bio, sec = login(Role.BIOLOGIST), login(Role.SECRETARY)
+    assert client.get(f"/patients/{mine.id}/record", headers=bio.headers).status_code == 200
+    assert client.get(f"/patients/{mine.id}/record", headers=sec.headers).status_code == 403
+    assert client.get(f"/patients/{other.id}/record", headers=bio.headers).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    me = login(Role.PATIENT, patient_id=mine.id)
+    assert client.get("/me/record", headers=me.headers).status_code == 200
+    r = client.get("/me/accesses", headers=me.headers)
+    assert r.status_code == 200
+    seen = [(a["role"], a["action"], a["outcome"]) for a in r.json()["accesses"]]
+    assert ("biologist", "vault:result:read", "allowed") in seen
+    assert ("secretary", "vault:result:read", "denied") in seen  # refusals too
+    assert ("patient", "vault:result:read", "allowed") in seen  # their own read
+    assert not [a for a in seen if a[1].startswith("audit:")]  # not the list's own reads
+    assert seen.count(("biologist", "vault:result:read", "allowed")) == 1  # not the other's
+    for account in (bio.account_id, sec.account_id):
+        assert str(account) not in r.text  # roles, not accounts
+    assert set(r.json()["accesses"][0]) == {"at", "role", "action", "purpose", "outcome"}
+    # Staff have no record of their own to ask about; the DPO reads the full report.
+    for who in (bio, login(Role.DPO)):
+        assert client.get("/me/accesses", headers=who.headers).status_code == 403
+    dpo = login(Role.DPO)
+    full = client.get(f"/audit/patients/{mine.id}/accesses", headers=dpo.headers)
+    assert full.status_code == 200 and str(bio.account_id) in full.text
+
+
 def test_logout_revokes_the_session(client, records, login):
     bio = login(Role.BIOLOGIST)
     pid = records[0].patient.id

@@ -33,6 +33,7 @@ PROTECTED: dict[tuple[str, str], tuple[Role | None, dict | None]] = {
     ("GET", "/patients/{patient_id}"): (Role.ADMIN, None),
     ("GET", "/patients/{patient_id}/record"): (Role.SECRETARY, None),
     ("GET", "/me/record"): (Role.ADMIN, None),
+    ("GET", "/me/accesses"): (Role.DPO, None),
     ("GET", "/me/exposures"): (Role.BIOLOGIST, None),
     ("POST", "/notices/queue"): (Role.BIOLOGIST, {"incident_id": str(uuid.UUID(int=1))}),
     ("POST", "/notices/status"): (Role.ADMIN, {"incident_id": str(uuid.UUID(int=1))}),

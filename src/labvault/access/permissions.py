@@ -39,6 +39,8 @@ class Permission(StrEnum):
     ACCOUNT_APPROVE = "access:account:approve"
     TOKEN_MANAGE = "access:token:manage"  # noqa: S105 - a permission name, issue/revoke tokens
     AUDIT_READ = "audit:log:read"  # events, who-read reports, exports: ids, never values
+    # A patient's own who-read list (GDPR art. 15): when, which role, what, why; not who.
+    AUDIT_READ_OWN = "audit:own:read"
     AUDIT_VERIFY = "audit:log:verify"
     AUDIT_HEALTH = "audit:health:read"  # space left, second sink state: nothing personal
     ALERT_READ = "watch:alert:read"  # alerts and the review queue: ids and counts, no values
@@ -68,7 +70,7 @@ POLICY: dict[Role, frozenset[Permission]] = {
                          P.RETENTION_RUN}),
     Role.ADMIN: frozenset({P.KEYS_ROTATE, P.ACCOUNT_MANAGE, P.ACCOUNT_APPROVE, P.TOKEN_MANAGE,
                            P.MIGRATION_READ, P.AUDIT_HEALTH, P.ALERT_READ, P.ACCOUNT_UNLOCK}),
-    Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ}),
+    Role.PATIENT: frozenset({P.PATIENT_READ, P.RESULT_READ, P.AUDIT_READ_OWN}),
     Role.SERVICE: frozenset(),  # only what its token's scopes grant, within SERVICE_GRANTABLE
 }
 

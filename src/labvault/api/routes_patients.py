@@ -73,6 +73,15 @@ async def own_record(request: Request, principal: CurrentPrincipal) -> dict[str,
     return to_json(vault_of(request).get_record(principal, principal.patient_id))
 
 
+@router.get("/me/accesses")
+async def own_accesses(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    """Who accessed the signed-in patient's record (GDPR art. 15): when, which role, what, why
+    and the outcome, refusals included; not the staff member's account (ask the DPO)."""
+    found = vault_of(request).audit_log.own_accesses(principal)
+    return {"accesses": [{"at": a.at.isoformat(), "role": a.role, "action": a.action,
+                          "purpose": a.purpose, "outcome": a.outcome} for a in found]}
+
+
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}})
 def export(request: Request, principal: CurrentPrincipal,

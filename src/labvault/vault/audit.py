@@ -67,6 +67,17 @@ class VerifyReport:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnAccess:
+    """One line of a patient's own who-read list: no account."""
+
+    at: datetime
+    role: str
+    action: str
+    purpose: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
 class Access:
     """One line of a who-read report."""
 
@@ -224,11 +235,28 @@ class AuditDesk:
 
     def who_read(self, principal: Principal, patient_id: uuid.UUID) -> list[Access]:
         """Every access to the patient's record (the log's own consultations excluded)."""
-        self._gate(principal, P.AUDIT_READ, (patient_id,), what="who-read")
+        return self._accesses(principal, P.AUDIT_READ, patient_id, "who-read")
+
+    def _accesses(self, principal: Principal, permission: Permission, patient_id: uuid.UUID,
+                  what: str) -> list[Access]:
+        self._gate(principal, permission, (patient_id,), what=what)
         return [Access(le.seq, le.event.at, le.event.actor, le.event.role, le.event.action,
                        le.event.purpose, le.event.outcome, le.event.request_id)
                 for le in _naming(self._log.logged(patient_id=patient_id), patient_id)
                 if not le.event.action.startswith("audit:")]
+
+    def own_accesses(self, principal: Principal) -> list[OwnAccess]:
+        """The signed-in patient's own who-read list (GDPR art. 15): each access to their
+        record with its time, the role, the action, the purpose and the outcome, refusals
+        included. Not the staff member's account: that identity is not owed to the patient as
+        a rule (CJEU, C-579/21, 22 June 2023); the DPO's report (`who_read`) names it when the
+        patient needs it to check that an access was lawful."""
+        pid = principal.patient_id
+        if pid is None:  # staff, services, the local operator: no record of their own
+            self._vault._event(principal, P.AUDIT_READ_OWN, "denied")
+            raise AccessDenied(principal.actor_id, principal.role, P.AUDIT_READ_OWN)
+        return [OwnAccess(a.at, a.role, a.action, a.purpose, a.outcome)
+                for a in self._accesses(principal, P.AUDIT_READ_OWN, pid, "own-accesses")]
 
     def checkpoints(self, principal: Principal) -> CheckpointExport:
         self._gate(principal, P.AUDIT_READ, what="checkpoints")
@@ -291,5 +319,5 @@ def _counted(events: Iterator[Any], progress: Callable[[int], None]) -> Iterator
 
 
 __all__ = ["CHECKPOINTS_FORMAT", "VERIFIER_FILE", "VERIFIER_FORMAT", "Access", "AuditDesk",
-           "CheckpointExport", "VerifyReport", "load_checkpoints", "read_verifier_key", "start_chain",
-           "write_verifier_key"]
+           "CheckpointExport", "OwnAccess", "VerifyReport", "load_checkpoints",
+           "read_verifier_key", "start_chain", "write_verifier_key"]
