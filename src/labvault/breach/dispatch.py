@@ -170,6 +170,7 @@ class Dispatcher:
         state.pop("code", None)  # from now on only the code's hash remains
         state.update(outcome=outcome, error=error, ref=ref, at=self._clock.now().isoformat())
         self._record(row, attempts, {"state": DONE, "next_attempt_at": None,
+                                     "scope_id": state.get("scope"),
                                      "delivery": self._outbox._seal(row.id, state)})
         return outcome
 
@@ -190,8 +191,18 @@ class Dispatcher:
             found = self._incidents[row.incident_id] = (
                 outbox._breach.incident(row.incident_id),
                 {s.id: s for s in outbox._scopes_of(row.incident_id)})
-        scope = found[1].get(state.get("scope"))
-        entry = outbox._patients(scope).get(str(row.patient_id), {}) if scope else {}
+        scopes, key = found[1], str(row.patient_id)
+        scope = scopes.get(state.get("scope"))
+        if row.kind == "incident" and scopes:
+            # A first notice says what is known when it is sent: the latest scope, if it
+            # still lists the person (else the one it was queued from). An update completes
+            # what was sent, from the scope it was queued for.
+            latest = scopes[max(scopes)]
+            if key in outbox._patients(latest):
+                scope = latest
+        entry = outbox._patients(scope).get(key, {}) if scope else {}
+        if scope is not None:
+            state["scope"] = scope.id  # recorded with the outcome: what the message said
         return text.notice(config, row.channel, state["code"], found[0], entry,
                            added=state.get("added") if row.kind == "incident-update" else None)
 

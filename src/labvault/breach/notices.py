@@ -143,7 +143,10 @@ class Outbox:
         self._vault._authorize(principal, Permission.BREACH_MANAGE, targets)
         done = self._store.pairs(incident_id)
         had = {pid for pid, _ in done}
-        told = self._told(incident_id)
+        told, pending = self._told(incident_id)
+        pending_pids, told_pid = {p for p, _ in pending}, dict[uuid.UUID, set[int]]()
+        for (p, _), spoke in told.items():
+            told_pid.setdefault(p, set()).update(spoke)
         latest, by_id = scopes[-1], {s.id: s for s in scopes}
         who = dataclasses.replace(principal, purpose=PURPOSE)
         queued = 0
@@ -156,12 +159,19 @@ class Outbox:
                 for ch in contact.channels:
                     if (pid, ch) not in done:
                         rows.append(self._row("incident", incident_id, pid, ch, latest.id))
-                    elif (spoke := told.get((pid, ch))) and latest.id not in spoke and (
+                    elif (pid, ch) not in pending and (spoke := told.get((pid, ch))) and (
                             added := self._added(pid, spoke, latest, by_id)):
                         rows.append(self._row("incident-update", incident_id, pid, ch,
                                               latest.id, added=added))
-                if not contact.channels and pid not in had:
+                if contact.channels:
+                    continue
+                if pid not in had:
                     rows.append(self._row("incident", incident_id, pid, "none", None, contact))
+                elif pid not in pending_pids and (spoke := told_pid.get(pid)) and self._added(
+                        pid, spoke, latest, by_id):
+                    # An update is owed and can no longer reach them: counted, never lost.
+                    rows.append(self._row("incident-update", incident_id, pid, "none",
+                                          latest.id, contact))
             # Another queueing of the same incident may have recorded some since `pairs`:
             # only what this one recorded counts.
             queued += sum(r["state"] == QUEUED for r in self._store.insert(rows))
@@ -233,12 +243,10 @@ class Outbox:
         scopes = self._scopes_of(incident_id)
         listed = self._patients(scopes[-1]) if scopes else {}
         rows = [(r, self._open(r.id, r.delivery)) for r in self._store.of_incident(incident_id)]
-        updates = summarize(p for p in rows if p[0].kind == "incident-update")
         return {"incident": str(incident_id), "listed": len(listed),
                 "sealed_only": sum(p.get("exposure") == "sealed" for p in listed.values()),
                 **summarize(p for p in rows if p[0].kind == "incident"),
-                "updates": {k: updates[k] for k in ("patients", "patients_reached", "notices",
-                                                    "by_outcome")}}
+                "updates": summarize(p for p in rows if p[0].kind == "incident-update")}
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_config(self) -> None:
@@ -269,36 +277,43 @@ class Outbox:
             found = self._scopes[scope.id] = {p["id"]: p for p in doc.get("patients", [])}
         return found
 
-    def _told(self, incident_id: uuid.UUID) -> dict[tuple[uuid.UUID, str], set[int]]:
-        """For each (patient, channel) written to about the incident: the scopes its notices
-        spoke from."""
-        out: dict[tuple[uuid.UUID, str], set[int]] = {}
+    def _told(self, incident_id: uuid.UUID
+              ) -> tuple[dict[tuple[uuid.UUID, str], set[int]], set[tuple[uuid.UUID, str]]]:
+        """What people were told about the incident: for each (patient, channel), the scopes
+        its notices that were sent spoke from; and the (patient, channel) pairs with a notice
+        not yet done. A notice that failed or could not be delivered told nothing: an update
+        would complete a message the person never had."""
+        told: dict[tuple[uuid.UUID, str], set[int]] = {}
+        pending: set[tuple[uuid.UUID, str]] = set()
         for r in self._store.told(incident_id):
-            scope = r.scope_id if r.scope_id is not None else self._open(r.id, r.delivery).get(
-                "scope")
-            out.setdefault((r.patient_id, r.channel), set()).update(
-                [scope] if scope is not None else [])
-        return out
+            pair = (r.patient_id, r.channel)
+            if r.state != DONE:
+                pending.add(pair)
+                continue
+            state = self._open(r.id, r.delivery)
+            if state.get("outcome") == "sent" and state.get("scope") is not None:
+                told.setdefault(pair, set()).add(state["scope"])
+        return told, pending
 
     def _added(self, pid: uuid.UUID, told: set[int], latest: Any,
                by_id: Mapping[int, Any]) -> dict[str, Any] | None:
         """What the latest scope says of a patient beyond what their notices from the `told`
-        scopes said: categories, special categories, a read in clear; None if nothing."""
+        scopes said: categories, a special category (messages name none, so one where there
+        was none), a read in clear; None if nothing."""
         key = str(pid)
         now = self._patients(latest).get(key)
-        if now is None:
+        if now is None or latest.id in told:
             return None
         before = [e for sid in told if sid in by_id
                   for e in [self._patients(by_id[sid]).get(key)] if e is not None]
         categories = set(now.get("categories", ())).difference(
             *(e.get("categories", ()) for e in before))
-        special = set(now.get("special", ())).difference(*(e.get("special", ()) for e in before))
+        special = bool(now.get("special")) and not any(e.get("special") for e in before)
         decrypted = now.get("exposure", "decrypted") != "sealed" and all(
             e.get("exposure", "decrypted") == "sealed" for e in before)
         if not (categories or special or decrypted):
             return None
-        return {"categories": sorted(categories), "special": bool(special),
-                "decrypted": decrypted}
+        return {"categories": sorted(categories), "special": special, "decrypted": decrypted}
 
     def _decoys(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         tags = AlertStore(self._vault._records.engine).decoy_tags()

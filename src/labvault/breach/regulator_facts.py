@@ -106,13 +106,18 @@ class RegulatorFacts:
                                   "recorded_by": r.actor})
         return found
 
-    def notices(self, incident_id: uuid.UUID) -> dict[str, int]:
-        """Article 34 notices queued and done for the incident, by state."""
+    def notices(self, incident_id: uuid.UUID) -> dict[str, dict[str, int]]:
+        """Article 34 notices of the incident, queued and done, by kind (``incident``, the
+        first; ``incident-update``, what a later scope added) and state."""
         n = breach_notice.c
-        q = select(n.state, func.count()).where(n.incident_id == incident_id,
-                                                n.kind == "incident").group_by(n.state)
+        q = select(n.kind, n.state, func.count()).where(
+            n.incident_id == incident_id, n.kind.in_(("incident", "incident-update"))
+        ).group_by(n.kind, n.state)
+        out: dict[str, dict[str, int]] = {}
         with guarded("reading notices"), self.engine.connect() as conn:
-            return {state: count for state, count in conn.execute(q)}
+            for kind, state, count in conn.execute(q):
+                out.setdefault(kind, {})[state] = count
+        return out
 
 
 __all__ = ["MEASURE_ACTIONS", "RegulatorFacts", "accounts_of"]

@@ -35,7 +35,7 @@ class Case:
     measures: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
-    notices: dict[str, int] = field(default_factory=dict)
+    notices: dict[str, dict[str, int]] = field(default_factory=dict)  # by kind, then state
 
     def latest(self, recipient: str) -> dict[str, Any] | None:
         """The last notification (or decision not to notify) recorded for a recipient."""
@@ -190,7 +190,9 @@ def register(case: Case, now: datetime, *, with_description: bool) -> dict[str, 
     if cnil_status["notified"] and cnil_status["at"]:
         cnil_status["late"] = datetime.fromisoformat(cnil_status["at"]) > inc.deadline_at
     people = _status(case, "people", rd.people_notice(s)["required"])
-    people["notices"] = dict(sorted(case.notices.items()))
+    people["notices"] = dict(sorted(case.notices.get("incident", {}).items()))
+    if updates := case.notices.get("incident-update"):
+        people["updates"] = dict(sorted(updates.items()))
     return {
         **_common(REGISTER_KIND, case, now),
         "incident": _incident(case, with_description) | {"opened_by": inc.opened_by},

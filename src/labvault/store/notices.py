@@ -54,11 +54,11 @@ class NoticeStore:
             return {(r.patient_id, r.channel) for r in conn.execute(q)}
 
     def told(self, incident_id: uuid.UUID) -> list[Row]:
-        """The notices and updates of an incident that were addressed to someone (channel
-        e-mail or SMS): patient, channel, scope id (NULL before revision 0010: the sealed
-        delivery state has it), id and delivery."""
+        """The notices and updates of an incident addressed to someone (channel e-mail or
+        SMS): id, patient, channel, state and delivery (whose sealed state says the outcome
+        and the scope the message spoke from)."""
         n = breach_notice.c
-        q = select(n.id, n.patient_id, n.channel, n.scope_id, n.delivery).where(
+        q = select(n.id, n.patient_id, n.channel, n.state, n.delivery).where(
             n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS), n.channel != "none")
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))

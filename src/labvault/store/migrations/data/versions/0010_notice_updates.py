@@ -27,6 +27,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The code before this revision would send an update as an exposure answer: drop them.
+    op.execute("DELETE FROM breach_notice WHERE kind = 'incident-update'")
     with op.batch_alter_table('breach_notice', schema=None) as batch_op:
         batch_op.drop_index('uq_breach_notice_update')
         batch_op.drop_constraint(batch_op.f('fk_breach_notice_scope_id_incident_scope'),
