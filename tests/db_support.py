@@ -11,6 +11,7 @@ import uuid
 
 import psycopg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from labvault.crypto.keys import Argon2Params
@@ -54,3 +55,23 @@ class PostgresDatabases:
         with psycopg.connect(_libpq(self.server_url), autocommit=True) as conn:
             for name in self.created:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def break_audit_chain(vault) -> None:
+    """Make the audit chain refuse every insert, as a database gone away would (a trigger)."""
+    with vault._records.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
+                              "BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN "
+                              "RAISE EXCEPTION 'audit store unavailable'; END $$ "
+                              "LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
+                              "FOR EACH ROW EXECUTE FUNCTION no_audit()"))
+
+
+def mend_audit_chain(vault) -> None:
+    with vault._records.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER no_audit" + ("" if conn.dialect.name == "sqlite"
+                                                     else " ON audit_event")))

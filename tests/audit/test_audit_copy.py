@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from db_support import break_audit_chain, mend_audit_chain
 from labvault import AuditUnavailable, Vault
 from labvault.audit.copy import FileCopy
 from labvault.audit.export import SyslogSender
@@ -44,24 +45,6 @@ def records():
     return list(SyntheticLab(9).records(3))
 
 
-def _break_chain(vault: Vault, backend: str) -> None:
-    with vault._records.engine.begin() as conn:
-        if backend == "sqlite":
-            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
-                              "BEGIN SELECT RAISE(ABORT, 'down'); END"))
-        else:
-            conn.execute(text("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN "
-                              "RAISE EXCEPTION 'down'; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
-                              "FOR EACH ROW EXECUTE FUNCTION no_audit()"))
-
-
-def _mend_chain(vault: Vault) -> None:
-    with vault._records.engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER no_audit" + ("" if vault._records.engine.dialect.name
-                                                     == "sqlite" else " ON audit_event")))
-
-
 def _lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -77,7 +60,7 @@ def test_file_copy_keeps_the_lab_working_and_recover_chains_once(vault, settings
         v.get_patient(operator, records[0].id)
         assert _lines(journal)[-1]["chained"] is True
         assert journal.stat().st_mode & 0o777 == 0o600
-        _break_chain(v, backend)
+        break_audit_chain(v)
         clock.advance(timedelta(minutes=5))
         when = clock.now()
         assert v.get_record(operator, records[1].id).id == records[1].id  # kept in the file
@@ -86,7 +69,7 @@ def test_file_copy_keeps_the_lab_working_and_recover_chains_once(vault, settings
         assert [d["action"] for d in kept] == ["vault:result:read", "vault:patient:search"]
         assert kept[0]["patient_ids"] == [records[1].id.hex] and kept[0]["seq"] is None
         assert v.audit_log.health()["audit"] == "degraded"
-        _mend_chain(v)
+        mend_audit_chain(v)
         clock.advance(timedelta(hours=1))
         first = v.audit_log.recover(operator)
         second = v.audit_log.recover(operator)
@@ -117,7 +100,7 @@ def test_with_only_syslog_a_chain_failure_fails_closed(vault, settings, clock, o
             v.get_patient(operator, records[0].id)
             got = parse_rfc5424(listener.recv(65535).decode())
             assert got["msgid"] == "vault:patient:read"
-            _break_chain(v, backend)
+            break_audit_chain(v)
             with pytest.raises(AuditUnavailable):
                 v.get_patient(operator, records[0].id)
         finally:
@@ -142,7 +125,7 @@ def test_a_failing_copy_only_warns(vault, settings, clock, operator, records, ca
         newest = next(v._audit.chain.logged(since_seq=v.audit_log.length() - 1))
         assert newest.event.action == "vault:patient:read"  # the chain has it
         # Both failing: refused.
-        _break_chain(v, backend)
+        break_audit_chain(v)
         with pytest.raises(AuditUnavailable):
             v.get_patient(operator, records[0].id)
     finally:

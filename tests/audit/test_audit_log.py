@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from db_support import break_audit_chain
 from labvault import AuditUnavailable, Principal, Role, Vault
 from labvault.access.permissions import Permission
 from labvault.audit.chain import CHECKPOINT
@@ -96,19 +97,6 @@ class CountingCipher(AesGcmFieldCipher):
         return super().open(*args, **kwargs)
 
 
-def _block_audit(vault: Vault, backend: str) -> None:
-    with vault._records.engine.begin() as conn:
-        if backend == "sqlite":
-            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
-                              "BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END"))
-        else:
-            conn.execute(text("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN "
-                              "RAISE EXCEPTION 'audit store unavailable'; END $$ "
-                              "LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_event "
-                              "FOR EACH ROW EXECUTE FUNCTION no_audit()"))
-
-
 def test_no_audit_means_nothing_is_decrypted(vault, settings, clock, operator, records,
                                              backend) -> None:
     vault.put_patients(operator, records)
@@ -119,7 +107,7 @@ def test_no_audit_means_nothing_is_decrypted(vault, settings, clock, operator, r
         assert CountingCipher.opened > 0  # the counter does count real openings
         CountingCipher.opened = CountingCipher.made = 0
         head = v._audit.chain.head()
-        _block_audit(v, backend)
+        break_audit_chain(v)
         with pytest.raises(AuditUnavailable) as caught:
             v.get_patient(operator, records[1].id)
         with pytest.raises(AuditUnavailable):

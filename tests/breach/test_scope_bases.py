@@ -12,7 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from db_support import break_audit_chain, mend_audit_chain
+from labvault import Vault, local_operator
 from labvault.access.principal import Principal, Role
+from labvault.audit.copy import JournalTampered
 from labvault.breach import findings
 from labvault.breach.classify import SpecialCategory, classify_record
 from labvault.breach.scope import Selectors
@@ -195,3 +198,31 @@ def test_a_signed_scope_copied_onto_another_incident_is_refused(vault, lab, dpo,
     store.insert_scope({**copied, "incident_id": other.id})
     with pytest.raises(InvalidSignature):
         vault.breach.regulator.draft(dpo, other.id, BreachConfig())
+
+
+def test_a_scope_waits_for_the_events_only_the_file_copy_holds(vault, settings, lab, clock,
+                                                               dpo) -> None:
+    vault.close()
+    copied = dataclasses.replace(settings, audit_copy="file:audit.jsonl")
+    v = Vault.open(copied, clock=clock)
+    try:
+        thief = Principal(f"account:{uuid.uuid4()}", Role.BIOLOGIST, "203.0.113.5", "care")
+        v.get_record(thief, lab[0].id)  # chained
+        break_audit_chain(v)  # the database goes away: the next read is kept in the file
+        v.get_record(thief, lab[1].id)
+        mend_audit_chain(v)
+        inc = v.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
+                                     description="x")
+        with pytest.raises(InvalidRecord, match="1 events the chain has not taken"):
+            v.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id))
+        assert v.breach.scope(dpo, inc.id, Selectors(key=1)).document["patients"]  # not the log
+        v.audit_log.recover(local_operator("recovery"))
+        doc = v.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id)).document
+        assert {uuid.UUID(p["id"]) for p in doc["patients"]} == {lab[0].id, lab[1].id}
+        journal = settings.data_dir / "audit.jsonl"
+        lines = journal.read_bytes().splitlines(keepends=True)
+        journal.write_bytes(b"".join(lines[:1] + lines[2:]))  # a line removed: fail closed
+        with pytest.raises(JournalTampered):
+            v.breach.scope(dpo, inc.id, Selectors(actor=thief.actor_id))
+    finally:
+        v.close()

@@ -7,6 +7,10 @@ patients the selected activity reached and which of their data (`labvault.breach
 stores the signed document and returns it. Both need ``breach:incident:manage`` (the DPO) and
 are audited; the scope's event names the patients it lists, so that each patient's access
 report shows that their data was examined for an incident.
+
+A scope from the log is refused while the audit file copy holds events the chain did not take
+(the database was unavailable when they happened): the list would miss what they record, so
+`labvault audit recover` comes first. A journal whose lines do not check is refused too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.access.account_rules import aware
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
+from labvault.audit.copy import FileCopy
 from labvault.breach import scope as scoping
 from labvault.breach.special import add_special
 from labvault.crypto.envelope import AesGcmFieldCipher
@@ -131,6 +136,9 @@ class BreachDesk:
         self._vault._authorize(principal, Permission.BREACH_MANAGE)
         if self._store.incident(incident_id) is None:
             raise NotFound("incident", incident_id)
+        if selectors.basis == "audit" and (pending := self._unrecovered()):
+            raise InvalidRecord("audit", f"the audit file copy holds {pending} events the chain "
+                                "has not taken yet: run `labvault audit recover`, then the scope")
         head, head_hash = self._store.head_seq()
         seq = head if up_to_seq is None else min(up_to_seq, head)
         at_hash = head_hash if seq == head else self._store.hash_at(seq)
@@ -150,6 +158,15 @@ class BreachDesk:
             "document": scoping.canonical(document).decode("utf-8"), "digest": digest,
             "signature": signature, "key_id": signer.key_id, "patients": len(listed)})
         return Scope(scope_id, incident_id, document, digest, signature, signer.key_id)
+
+    def _unrecovered(self) -> int:
+        """Events kept only in the audit file copy (`JournalTampered` if it does not check)."""
+        trail = self._vault._audit
+        copy = getattr(trail, "copy", None)
+        if not isinstance(copy, FileCopy):
+            return 0
+        done = trail.chain.recovered_ids()
+        return sum(1 for journal_id, _ in copy.unchained() if journal_id not in done)
 
     def classify_stored(self, principal: Principal,
                         progress: Callable[[int], None] | None = None) -> int:
