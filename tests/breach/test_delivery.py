@@ -34,6 +34,7 @@ from sms_gateway import (
 from sqlalchemy import select
 
 from labvault.access.principal import Principal, Role
+from labvault.breach.config import BreachConfig
 from labvault.breach.delivery import (
     Outgoing,
     Refused,
@@ -353,3 +354,15 @@ def test_a_notice_that_cannot_be_composed_does_not_stop_the_run(
                                                 "again") for m in logged)
     assert not [v for v in contacts_of(lab) if v in "\n".join(logged)]
     assert len(servers.smtp.messages) == 3 and len(servers.sms.received) == 2
+
+
+def test_the_lease_covers_the_longest_send_and_paces_must_be_positive() -> None:
+    from labvault.breach.dispatch import SEND_STEPS, lease_for
+
+    assert lease_for({"per_second": 50.0}, [10.0, 10.0]) == LEASE  # the defaults
+    slow = lease_for({"per_second": 0.01}, [60.0, 10.0])  # a slow relay, one message a minute
+    assert slow == timedelta(seconds=2 * (SEND_STEPS * 60 + 100)) > LEASE
+    for section, key in (("notices", "per_second"), ("smtp", "timeout_seconds"),
+                         ("sms", "timeout_seconds")):
+        with pytest.raises(ConfigurationError, match=rf"\[{section}\] {key} must be more"):
+            BreachConfig.from_mapping({section: {key: 0}})

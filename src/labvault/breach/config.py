@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.config_file import merge, read_toml
+from labvault.errors import ConfigurationError
 
 BREACH_FILE = "breach.toml"
 
@@ -75,13 +76,24 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Paces and waits that must be positive: a send must end, and within its lease.
+POSITIVE = (("notices", "per_second"), ("notices", "max_attempts"),
+            ("notices", "retry_after_seconds"), ("smtp", "timeout_seconds"),
+            ("sms", "timeout_seconds"), ("exposure", "per_source_per_hour"),
+            ("exposure", "per_identity_per_day"))
+
+
 @dataclass(frozen=True)
 class BreachConfig:
     doc: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> BreachConfig:
-        return cls(merge(DEFAULTS, doc, BREACH_FILE))
+        merged = merge(DEFAULTS, doc, BREACH_FILE)
+        for section, key in POSITIVE:
+            if not merged[section][key] > 0:
+                raise ConfigurationError(f"{BREACH_FILE}: [{section}] {key} must be more than 0")
+        return cls(merged)
 
     @classmethod
     def load(cls, data_dir: Path) -> BreachConfig:

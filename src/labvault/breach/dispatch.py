@@ -5,8 +5,9 @@ first, by batches. A batch's contacts (of the notices no other worker took meanw
 opened after one audit event of the system (``labvault:notices``, ``breach:notice:deliver``)
 naming its patients. Then, per notice, one attempt, at the pace of a `TokenBucket`
 (``[notices] per_second``, all channels together). Each notice is claimed right before its
-attempt (a compare-and-set on its attempt count that also holds it for `LEASE`, which covers
-one send, not a batch): two workers never send the same notice, and one that dies releases it
+attempt (a compare-and-set on its attempt count that also holds it for a lease, `lease_for`,
+which covers the longest one send can take with the configured timeouts and pace, and at
+least `LEASE`; one send, not a batch): two workers never send the same notice, and one that dies releases it
 when the lease ends. The attempt's outcome is written only while the claim still holds (the
 attempt count unchanged): an attempt that outlived its lease does not overwrite the outcome
 of the worker that took the notice over, and says so in the log.
@@ -91,6 +92,17 @@ def retry_delay(attempts: int, base_seconds: float, retry_after: float | None) -
     return min(MAX_DELAY, timedelta(seconds=max(1.0, seconds)))
 
 
+SEND_STEPS = 12  # network waits in one send at most (SMTP: connect, EHLO, STARTTLS, ... QUIT)
+
+
+def lease_for(notices: dict[str, Any], timeouts: list[float]) -> timedelta:
+    """How long a claim holds: twice the longest a send can take (each of its network waits
+    at the longest timeout, and the pace's wait for a token), and never under `LEASE`. A
+    claim that ran out while its send still went on would let a second worker send it too."""
+    longest = SEND_STEPS * max(timeouts, default=0.0) + 1.0 / notices["per_second"]
+    return max(LEASE, timedelta(seconds=2 * longest))
+
+
 class Dispatcher:
     """The worker of one outbox (it uses the outbox's store, contacts and sealing)."""
 
@@ -99,6 +111,9 @@ class Dispatcher:
         self._clock = outbox._clock
         self._notices = outbox._config["notices"]
         self.bucket = TokenBucket(self._notices["per_second"], self._clock, sleep)
+        config = outbox._config
+        self.lease = lease_for(self._notices, [float(config["smtp"]["timeout_seconds"]),
+                                               float(config["sms"]["timeout_seconds"])])
         self._incidents: dict[Any, tuple[Any, dict[int, Any]]] = {}
 
     def deliver_due(self, limit: int | None = None,
@@ -117,7 +132,7 @@ class Dispatcher:
                                         event=("breach:notice:deliver", {"notices": len(batch)}))
             for row in batch:
                 # Claimed right before its attempt: the lease covers one send, not a batch.
-                if not store.claim(row.id, row.attempts, self._clock.now() + LEASE):
+                if not store.claim(row.id, row.attempts, self._clock.now() + self.lease):
                     continue  # another worker took it
                 counts[self._deliver(row, contacts.get(row.patient_id))] += 1
                 if progress is not None:
@@ -229,4 +244,5 @@ def summarize(notices: Iterable[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
             "by_channel": {k: dict(v) for k, v in sorted(channels.items())}}
 
 
-__all__ = ["LEASE", "Dispatcher", "TokenBucket", "batched", "retry_delay", "summarize"]
+__all__ = ["LEASE", "SEND_STEPS", "Dispatcher", "TokenBucket", "batched", "lease_for", "retry_delay",
+           "summarize"]
