@@ -186,6 +186,8 @@ def test_an_update_owed_to_someone_no_longer_reachable_is_counted(vault, lab, dp
     scope(vault, inc, {lab[1].id: {"categories": ["identity", "results"], "special": ["hiv"]}})
     assert outbox.queue_incident(dpo, inc.id) == 0  # nothing queued to send...
     assert outbox.queue_incident(dpo, inc.id) == 0
+    scope(vault, inc, {lab[1].id: {"categories": ["identity", "results"], "special": ["hiv"]}})
+    assert outbox.queue_incident(dpo, inc.id) == 0  # the same again, from a new scope
     [owed] = [n for n in notices(vault) if n.kind == "incident-update"]  # ...but recorded once
     assert (owed.channel, owed.state) == ("none", "done")
     updates = outbox.status(dpo, inc.id)["updates"]

@@ -145,8 +145,8 @@ class Outbox:
         had = {pid for pid, _ in done}
         told, pending = self._told(incident_id)
         pending_pids, told_pid = {p for p, _ in pending}, dict[uuid.UUID, set[int]]()
-        for (p, _), spoke in told.items():
-            told_pid.setdefault(p, set()).update(spoke)
+        for (p, _), spoke in told.items():  # what reached them, on any channel, and what
+            told_pid.setdefault(p, set()).update(spoke)  # was recorded as owed and lost
         latest, by_id = scopes[-1], {s.id: s for s in scopes}
         who = dataclasses.replace(principal, purpose=PURPOSE)
         queued = 0
@@ -280,13 +280,17 @@ class Outbox:
     def _told(self, incident_id: uuid.UUID
               ) -> tuple[dict[tuple[uuid.UUID, str], set[int]], set[tuple[uuid.UUID, str]]]:
         """What people were told about the incident: for each (patient, channel), the scopes
-        its notices that were sent spoke from; and the (patient, channel) pairs with a notice
-        not yet done. A notice that failed or could not be delivered told nothing: an update
-        would complete a message the person never had."""
+        its notices that were sent spoke from (and, under channel ``none``, the scopes of updates
+        owed and recorded undeliverable, so each is recorded once); and the (patient, channel)
+        pairs with a notice not yet done. A notice that failed or could not be delivered told
+        nothing: an update would complete a message the person never had."""
         told: dict[tuple[uuid.UUID, str], set[int]] = {}
         pending: set[tuple[uuid.UUID, str]] = set()
         for r in self._store.told(incident_id):
             pair = (r.patient_id, r.channel)
+            if r.channel == "none":  # an update owed and undeliverable: recorded once
+                told.setdefault(pair, set()).add(r.scope_id)
+                continue
             if r.state != DONE:
                 pending.add(pair)
                 continue

@@ -55,11 +55,13 @@ class NoticeStore:
 
     def told(self, incident_id: uuid.UUID) -> list[Row]:
         """The notices and updates of an incident addressed to someone (channel e-mail or
-        SMS): id, patient, channel, state and delivery (whose sealed state says the outcome
-        and the scope the message spoke from)."""
+        SMS), and the updates recorded undeliverable (channel ``none``): id, kind, patient,
+        channel, scope id, state and delivery (whose sealed state says the outcome and the
+        scope the message spoke from)."""
         n = breach_notice.c
-        q = select(n.id, n.patient_id, n.channel, n.state, n.delivery).where(
-            n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS), n.channel != "none")
+        q = select(n.id, n.kind, n.patient_id, n.channel, n.scope_id, n.state, n.delivery).where(
+            n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS),
+            or_(n.channel != "none", n.kind == "incident-update"))
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
 
