@@ -33,23 +33,28 @@ def test_probing_the_exposure_check_and_the_verify_page_raises_alerts(vault, rec
     for n in range(10):
         details, _ = desk.parse(stranger_nir(records, seed=n), p.birth_date.isoformat())
         desk.submit(details, source="192.0.2.77", request_id=f"list-{n}")
+    # A patient whose birth date on file is not the one they type, trying it three times.
+    other = next(r.patient for r in records if r.patient.nir and r.patient.id != p.id)
+    for n in range(3):
+        details, _ = desk.parse(other.nir, other_date(other.birth_date).isoformat())
+        desk.submit(details, source="198.51.100.44", request_id=f"same-{n}")
     outcomes = desk.drain()
-    assert outcomes.count("mismatch") == 3 and outcomes.count("miss") >= 10
+    assert outcomes.count("mismatch") == 6 and outcomes.count("miss") >= 10
     raised = {(a.rule, a.actor) for a in alerts(vault)}
     assert ("birth-date-guessing", "public") in raised
     assert ("exposure-probing", "source:192.0.2.0/24") in raised
-    guess = next(a for a in alerts(vault) if a.rule == "birth-date-guessing")
-    assert guess.patient_ids == (p.id,)
+    [guess] = [a for a in alerts(vault) if a.rule == "birth-date-guessing"]
+    assert guess.patient_ids == (p.id,)  # not the patient typing the same date again
     assert p.nir not in guess.explanation and p.last_name not in guess.explanation
 
     outbox = Outbox(vault, breach_config())
     refused = 0
-    for n in range(40):  # a guesser who waits out each block, from one network
+    for n in range(30):  # a guesser who waits out each lock, from one /64
         try:
-            outbox.verify("ZZZZZ-ZZZZZ", f"2001:db8:9::{n % 7 + 1}")
+            outbox.verify(f"ZZZZZ-ZZZ{n:02d}", f"2001:db8:9::{n % 7 + 1}")
         except VerifyThrottled:
             refused += 1
-        clock.advance(timedelta(seconds=30))
+            clock.advance(timedelta(minutes=31))
     assert refused > 0
     assert ("code-guessing", "source:2001:db8:9::/64") in {(a.rule, a.actor)
                                                            for a in alerts(vault)}

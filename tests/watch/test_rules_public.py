@@ -13,10 +13,10 @@ from labvault.watch.alerts import Severity
 LOOKUP, VERIFY = "breach:exposure:lookup", "breach:notice:verify"
 
 
-def lookup(at, source: str, outcome: str, ids=()) -> AuditEvent:
+def lookup(at, source: str, outcome: str, ids=(), **detail) -> AuditEvent:
     return AuditEvent(at=at, actor="labvault:exposure-check", role="system", source=source,
                       purpose="exposure check", action=LOOKUP, outcome=outcome,
-                      patient_ids=tuple(ids), detail={}, request_id=uuid.uuid4().hex)
+                      patient_ids=tuple(ids), detail=detail, request_id=uuid.uuid4().hex)
 
 
 def test_a_network_trying_a_list_on_the_exposure_check_is_reported() -> None:
@@ -48,9 +48,18 @@ def test_real_nirs_with_wrong_birth_dates_are_high() -> None:
     h = Harness()
     for n in range(3):
         found = h.feed(lookup(T0 + timedelta(minutes=n), "203.0.113.5", "mismatch",
-                              [uuid.uuid4()]))
+                              [uuid.uuid4()], dates_tried=1, new_date=True))
     assert [(f.rule, f.severity) for f in found] == [("exposure-probing", Severity.HIGH)]
     assert found[0].evidence == {"mismatches": 3, "misses": 3}
+
+
+def test_a_patient_typing_the_same_wrong_date_again_is_not_guessing() -> None:
+    h = Harness()
+    me = uuid.uuid4()
+    for n in range(4):  # the date on file is wrong, or mistyped the same way each time
+        h.feed(lookup(T0 + timedelta(hours=2 * n), "192.0.2.8", "mismatch", [me],
+                      dates_tried=1, new_date=n == 0))
+    assert h.by_rule("birth-date-guessing") == [] and h.by_rule("exposure-probing") == []
 
 
 def test_one_patients_nir_tried_from_several_networks_names_the_patient() -> None:
@@ -58,22 +67,33 @@ def test_one_patients_nir_tried_from_several_networks_names_the_patient() -> Non
     victim = uuid.uuid4()
     sources = ("192.0.2.1", "198.51.100.1", "2001:db8:1::1")
     for n, source in enumerate(sources):
-        found = h.feed(lookup(T0 + timedelta(hours=n), source, "mismatch", [victim]))
+        found = h.feed(lookup(T0 + timedelta(hours=n), source, "mismatch", [victim],
+                              dates_tried=n + 1, new_date=True))
     guess = [f for f in found if f.rule == "birth-date-guessing"]
     assert [(f.severity, f.actor, f.patient_ids) for f in guess] == [
         (Severity.HIGH, "public", (victim,))]
     assert h.by_rule("exposure-probing") == []  # no single network went over its limit
+    # A leaked list tried the same way: one alert a day (one key), counting the patients.
+    for victim in [uuid.uuid4() for _ in range(5)]:
+        for n, source in enumerate(sources):
+            h.feed(lookup(T0 + timedelta(hours=4 + n), source, "mismatch", [victim],
+                          dates_tried=n + 1, new_date=True))
+    guesses = h.by_rule("birth-date-guessing")
+    assert len({f.dedup_key for f in guesses}) == 1
+    assert guesses[-1].evidence["patients"] == 6
 
 
-def test_repeated_blocks_of_the_verification_page_are_code_guessing() -> None:
+def test_unknown_codes_past_the_throttle_from_one_address_are_code_guessing() -> None:
     h = Harness()
-    for n in range(3):
-        found = h.feed(event("public", VERIFY, T0 + timedelta(minutes=10 * n), role="public",
-                             source=f"2001:db8:5::{n + 1}", outcome="throttled", retry_after=60))
+    for n in range(15):  # ten, then one each time the half-hour lock ends
+        found = h.feed(event("public", VERIFY, T0 + timedelta(minutes=max(0, n - 9) * 31),
+                             role="public", source=f"2001:db8:5::{n % 3 + 1}",
+                             outcome="unknown"))
+        assert bool(found) is (n == 14)
     assert [(f.rule, f.severity, f.actor) for f in found] == [
         ("code-guessing", Severity.MEDIUM, "source:2001:db8:5::/64")]
-    unknown = Harness()
-    for n in range(20):  # unknown codes alone: the block, not each miss, is the signal
-        unknown.feed(event("public", VERIFY, T0 + timedelta(seconds=n), role="public",
-                           source="192.0.2.1", outcome="unknown"))
-    assert unknown.all == []
+    shared = Harness()
+    for n in range(40):  # one typo each from forty people behind one IPv4 network
+        shared.feed(event("public", VERIFY, T0 + timedelta(seconds=n), role="public",
+                          source=f"192.0.2.{n + 1}", outcome="unknown"))
+    assert shared.all == []

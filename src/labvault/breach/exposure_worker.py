@@ -39,8 +39,11 @@ from an earlier one.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
+import secrets
 import threading
 import uuid
 from collections.abc import Callable
@@ -268,6 +271,36 @@ class Decoy:
             cipher.open("patient", column, decoy_id, sealed[column])
 
 
+class TriedDates:
+    """The wrong birth dates tried with each patient's NIR within a day, as keyed digests
+    under a key drawn when the process starts and never stored: a lookup's audit event says
+    how many distinct dates were tried (``dates_tried``) and whether this one is new, so the
+    watcher tells somebody trying birth dates from a patient typing the same one again,
+    without any date reaching the log. Memory holds one day of mismatches."""
+
+    SPAN = timedelta(days=1)
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._seen: dict[uuid.UUID, dict[bytes, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, patient_id: uuid.UUID, born: date, now: datetime) -> tuple[int, bool]:
+        """Record a wrong date tried for a patient; (distinct dates within the day, new)."""
+        tag = hmac.new(self._key, patient_id.bytes + born.isoformat().encode(),
+                       hashlib.sha256).digest()
+        with self._lock:
+            if len(self._seen) > 10_000:  # an old day's patients go
+                self._seen = {p: d for p, d in self._seen.items()
+                              if max(d.values()) > now - self.SPAN}
+            tried = self._seen.setdefault(patient_id, {})
+            for old in [t for t, at in tried.items() if at <= now - self.SPAN]:
+                del tried[old]
+            new = tag not in tried
+            tried[tag] = now
+            return len(tried), new
+
+
 class Lookup:
     """The worker's side of one check: blind-index lookup, birth date, answer out of band."""
 
@@ -278,6 +311,7 @@ class Lookup:
         self._per_day = per_identity_per_day
         self._answers = answers
         self._decoy = Decoy(vault, counters, per_identity_per_day)
+        self._tried = TriedDates()
 
     def __repr__(self) -> str:
         return "Lookup()"
@@ -302,8 +336,12 @@ class Lookup:
             decoy.count()
         outcome = ("match" if answer else "limited" if matched else
                    "mismatch" if mismatched else "miss")
+        tried = [self._tried.add(pid, details.birth_date.reveal(), vault._clock.now())
+                 for pid in mismatched] if outcome == "mismatch" else []
+        extra = {"dates_tried": max(n for n, _ in tried),
+                 "new_date": any(new for _, new in tried)} if tried else {}
         self._event(check, outcome, matched + mismatched, answers=len(answer),
-                    limited=len(matched) - len(answer), mismatched=len(mismatched))
+                    limited=len(matched) - len(answer), mismatched=len(mismatched), **extra)
         if not answer:
             decoy.answer()
             return outcome

@@ -100,8 +100,8 @@ DEFAULTS: dict[str, Any] = {
         "window_hours": 24,
         "exposure_misses": 10,  # exposure checks that found nobody or a wrong birth date
         "exposure_mismatches": 3,  # a patient's NIR with another birth date
-        "birth_date_guesses": 3,  # one patient's NIR, another birth date, from anywhere
-        "code_blocks": 3,  # the verification page blocked the network (5 unknown codes each)
+        "birth_date_guesses": 3,  # one patient's NIR, distinct wrong dates, from anywhere
+        "code_misses": 15,  # unknown codes from one address (its throttle: 10, then 1/30 min)
     },
     # Alerts that pile up on one account: distinct rules at medium or above within a day, or
     # high alerts within the hour, make a critical `correlated` alert (a thief who passes every

@@ -6,15 +6,20 @@ prober down, these rules tell the DPO that one is at work.
 - ``exposure-probing``: from one network, within ``[public] window_hours``, lookups of the
   exposure check that found nobody (``miss``) or a patient's NIR with another birth date
   (``mismatch``). Misses alone (``exposure_misses``) are medium: typing errors happen, a
-  list being tried does not stop at ten. Mismatches (``exposure_mismatches``) are high: the
-  prober holds real NIRs and is guessing birth dates.
-- ``birth-date-guessing``: one patient's NIR with a wrong birth date
-  ``birth_date_guesses`` times within the window, from any number of sources: somebody who
-  knows that person's NIR is trying to have an answer sent about them, or to learn their
-  birth date from a change in behaviour. High; the alert names the patient (internal id).
-- ``code-guessing``: from one network, the verification page blocked (after five unknown
-  codes in a row) ``code_blocks`` times within the window: codes are being guessed, maybe to
-  make a phishing message look genuine. Medium.
+  list being tried does not stop at ten. Mismatches with a date not tried before for that
+  NIR (``exposure_mismatches``) are high: the prober holds real NIRs and is guessing birth
+  dates.
+- ``birth-date-guessing``: one patient's NIR with ``birth_date_guesses`` distinct wrong
+  birth dates within the window, from any number of sources: somebody who knows that
+  person's NIR is trying birth dates. The same wrong date again (a patient whose date is
+  mistyped, or wrong in the laboratory's records) is not a guess: the worker says whether a
+  date is new (`labvault.breach.exposure_worker.TriedDates`), no date reaches the log. High;
+  one alert a day, naming the first patient (internal id) and counting the others, so that
+  someone holding a leaked list cannot bury the DPO under alerts.
+- ``code-guessing``: from one address (a /64 in IPv6), ``code_misses`` unknown codes
+  checked on the verification page within the window. Its throttle lets ten through, then
+  one per half hour: fifteen means somebody waited out the lock again and again to guess
+  codes, maybe to make a phishing message look genuine. Medium.
 
 Alerts name a network (``source:<net>``) or, for a patient's NIR, the public, never a value:
 the submitted details never reach the audit log.
@@ -43,13 +48,14 @@ class PublicProbeRule:
         c = config["public"]
         self.span = timedelta(hours=c["window_hours"])
         self.misses, self.mismatches = c["exposure_misses"], c["exposure_mismatches"]
-        self.guesses, self.blocks = c["birth_date_guesses"], c["code_blocks"]
+        self.guesses, self.codes = c["birth_date_guesses"], c["code_misses"]
         ctx = config["context"]
         self.v4, self.v6 = ctx["ipv4_prefix"], ctx["ipv6_prefix"]
         self._misses: dict[str, Window] = {}
         self._mismatches: dict[str, Window] = {}
         self._guesses: dict[uuid.UUID, Window] = {}
-        self._blocks: dict[str, Window] = {}
+        self._guessed: dict[str, Window] = {}  # patients whose NIR was guessed, by day
+        self._codes: dict[str, Window] = {}
 
     def _window(self, table: dict, key: object) -> Window:
         w = table.get(key)
@@ -60,16 +66,16 @@ class PublicProbeRule:
     def observe(self, ev: AuditEvent, facts: Facts) -> Iterable[Finding]:
         if ev.action == LOOKUP and ev.outcome in ("miss", "mismatch"):
             return self._lookup(ev)
-        if ev.action == VERIFY and ev.outcome == "throttled":
-            net = network_of(ev.source, self.v4, self.v6)
-            w = self._window(self._blocks, net)
-            w.add(ev.at, ev.at)
-            if len(w) >= self.blocks:
-                return [Finding("code-guessing", Severity.MEDIUM, f"source:{net}",
+        if ev.action == VERIFY and ev.outcome == "unknown":
+            address = network_of(ev.source, 32, 64)  # as the page's throttle counts
+            w = self._window(self._codes, address)
+            w.add(ev.at, ev.request_id or f"{ev.at.isoformat()}/{id(ev)}")
+            if len(w) >= self.codes:
+                return [Finding("code-guessing", Severity.MEDIUM, f"source:{address}",
                                 bucket(ev.at, SPANS["1d"]),
-                                f"network {net}: the notice verification page blocked it "
-                                f"{len(w)} times within {self.span} (five unknown codes each)",
-                                {"blocks": len(w)})]
+                                f"address {address}: {len(w)} unknown codes checked on the "
+                                f"notice verification page within {self.span}",
+                                {"unknown_codes": len(w)})]
         return ()
 
     def _lookup(self, ev: AuditEvent) -> list[Finding]:
@@ -78,25 +84,31 @@ class PublicProbeRule:
         misses = self._window(self._misses, net)
         misses.add(ev.at, request)
         out: list[Finding] = []
-        if ev.outcome == "mismatch":
+        # A date tried before for this NIR is not a new guess (events written before the
+        # worker said so count each).
+        if ev.outcome == "mismatch" and ev.detail.get("new_date", True):
             mismatches = self._window(self._mismatches, net)
             mismatches.add(ev.at, request)
+            day = bucket(ev.at, SPANS["1d"])
             for pid in ev.patient_ids:
                 guesses = self._window(self._guesses, pid)
                 guesses.add(ev.at, request)
-                if guesses.distinct() >= self.guesses:
-                    out.append(Finding(
-                        "birth-date-guessing", Severity.HIGH, "public",
-                        f"{bucket(ev.at, SPANS['1d'])}:{pid}",
-                        f"patient {pid}: {guesses.distinct()} exposure checks with their NIR "
-                        f"and another birth date within {self.span}",
-                        {"guesses": guesses.distinct()}, (pid,)))
+                if guesses.distinct() < self.guesses:
+                    continue
+                guessed = self._window(self._guessed, day)
+                guessed.add(ev.at, pid)
+                out.append(Finding(
+                    "birth-date-guessing", Severity.HIGH, "public", day,
+                    f"patient {pid}: {guesses.distinct()} exposure checks with their NIR and "
+                    f"another birth date each within {self.span} "
+                    f"({guessed.distinct()} such patients today)",
+                    {"guesses": guesses.distinct(), "patients": guessed.distinct()}, (pid,)))
             if mismatches.distinct() >= self.mismatches:
                 out.append(Finding(
                     "exposure-probing", Severity.HIGH, f"source:{net}",
                     f"{bucket(ev.at, SPANS['1d'])}:{Severity.HIGH}",
                     f"network {net}: {mismatches.distinct()} exposure checks with a patient's "
-                    f"NIR and another birth date within {self.span}",
+                    f"NIR and a birth date not tried before within {self.span}",
                     {"mismatches": mismatches.distinct(), "misses": misses.distinct()}))
         if misses.distinct() >= self.misses:
             out.append(Finding(
