@@ -20,7 +20,9 @@ breach `Outbox`, e-mail or SMS, saying which incidents concern the person, or no
 membership, so it is counted here, never on the request path. Each lookup is one audit event
 with the requester's source and request id (purpose ``exposure check``): ``match`` naming the
 patient, ``limited`` (named, nothing sent), ``mismatch`` (the NIR is a patient's, the birth
-date is not: named, nothing sent) or ``miss``; never a submitted value. Like a search, the
+date is not: named, nothing sent, with how many distinct wrong dates were tried with that
+NIR within the day and whether this one is new, from `TriedDates`) or ``miss``; never a
+submitted value. Like a search, the
 lookup runs before its event so that the event can name whom it found; nothing goes out
 before the event is written.
 
