@@ -25,7 +25,6 @@ from sms_gateway import (
     SmtpRecorder,
     breach_config,
     contacts_of,
-    people,
     rewrite_scope,
     signed_scope,
     smtp_server,
@@ -33,7 +32,6 @@ from sms_gateway import (
 )
 from sqlalchemy import select
 
-from labvault.access.principal import Principal, Role
 from labvault.breach.config import BreachConfig
 from labvault.breach.delivery import (
     Outgoing,
@@ -54,18 +52,6 @@ from labvault.store.tables import audit_event, breach_notice
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
 SPECIAL_WORDS = ("VIH", "hiv", "hépatite", "grossesse", "cancer", "génétique", "sensible")
-
-
-@pytest.fixture
-def dpo() -> Principal:
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
-@pytest.fixture
-def lab(vault, operator):
-    recs = people()
-    vault.put_patients(operator, recs)
-    return recs
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from sms_gateway import (
     SmsGateway,
     SmtpRecorder,
     breach_config,
-    people,
     signed_scope,
     smtp_server,
     tls_contexts,
@@ -26,7 +25,6 @@ from sms_gateway import (
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from labvault.access.principal import Principal, Role
 from labvault.breach import notice_text as text
 from labvault.breach.notices import Outbox
 from labvault.store.tables import breach_notice, patient
@@ -35,18 +33,6 @@ CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
 ADDED = "CE QUE L'ANALYSE A AJOUTÉ"
 # people(): 0 e-mail and mobile, 1 e-mail, 2 no channel, 3 mobile, 4 e-mail and mobile, 5 e-mail
 MOBILE = {0: "+33612345678", 3: "+33798765432", 4: "+33711223344"}
-
-
-@pytest.fixture
-def dpo() -> Principal:
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
-@pytest.fixture
-def lab(vault, operator):
-    recs = people()
-    vault.put_patients(operator, recs)
-    return recs
 
 
 @pytest.fixture

@@ -68,18 +68,6 @@ UPDATES = (None, {"categories": ["results", "comments"], "special": True, "decry
            {"categories": [], "special": False, "decrypted": True})  # first notice, updates
 
 
-@pytest.fixture
-def dpo() -> Principal:
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
-@pytest.fixture
-def lab(vault, operator):
-    recs = people()
-    vault.put_patients(operator, recs)
-    return recs
-
-
 def open_incident(vault, dpo, clock, vector: str = "stolen-credentials"):
     return vault.breach.open_incident(dpo, detected_at=clock.now(), vector=vector,
                                       description="Compte utilisé depuis une adresse inconnue")

@@ -45,11 +45,6 @@ def lab(vault, operator):
     return recs
 
 
-@pytest.fixture
-def dpo():
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
 def stolen_session(vault, clock, email, totp) -> str:
     challenge = vault.accounts.login(email, PASSWORD, SOURCE)
     grant = vault.accounts.complete_login(challenge, code=totp.at(clock.now()), source=SOURCE)

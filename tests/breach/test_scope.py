@@ -26,11 +26,6 @@ def lab(vault, operator):
     return recs
 
 
-@pytest.fixture
-def dpo():
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
 def test_the_scope_is_exactly_what_the_thief_got(vault, lab, clock, dpo) -> None:
     victim = uuid.uuid4()
     thief = Principal(f"account:{victim}", Role.BIOLOGIST, THIEF_SOURCE, "care")

@@ -39,11 +39,6 @@ def with_first_order(record: PatientRecord, results: tuple[Result, ...],
 
 
 @pytest.fixture
-def dpo():
-    return Principal(f"account:{uuid.uuid4()}", Role.DPO, "10.1.0.2", "incident response")
-
-
-@pytest.fixture
 def lab(vault, operator):
     recs = list(SyntheticLab(seed=41, results_per_patient=1).records(6))
     recs[0] = with_first_order(recs[0], (dataclasses.replace(HIV, id=uuid.uuid4()),))
