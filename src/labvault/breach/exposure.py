@@ -59,6 +59,7 @@ from labvault.breach.exposure_worker import (
     parse_details,
     source_network,
 )
+from labvault.breach.notice_text import FRAUD, HEALTH
 from labvault.breach.scope import verified
 from labvault.crypto.signing import InvalidSignature, Signer
 from labvault.errors import AccessDenied, ConfigurationError, InvalidCiphertext, LabvaultError
@@ -76,7 +77,8 @@ BUSY_RETRY = 60  # seconds
 REFUSED_PER_HOUR = 60  # requests refused for their form or origin, per source (or /64)
 CACHED_SCOPES = 8
 
-# What the laboratory advises, by what was exposed (codes stable, texts shown as they are).
+# What the laboratory advises, by what was exposed (codes stable, texts shown as they are); the
+# groups of categories are the notices' (`labvault.breach.notice_text`).
 SEALED = ("sealed", "Vos données ont été exposées sous forme chiffrée, et la clé qui permet "
           "de les lire est restée protégée : elles sont illisibles. Aucune démarche n'est "
           "nécessaire de votre part.")
@@ -89,11 +91,11 @@ ADVICE: tuple[tuple[str, frozenset[str], str], ...] = (
      "médecin ou de l'Assurance maladie : vos coordonnées peuvent rendre une escroquerie "
      "crédible. Le laboratoire ne vous demandera jamais de mot de passe, de code ni de "
      "paiement."),
-    ("health-insurance", frozenset({"nir", "insurance"}),
+    ("health-insurance", FRAUD,
      "Votre numéro de sécurité sociale ou vos données d'assurance ont été exposés : "
      "surveillez vos remboursements sur votre compte ameli et signalez à votre caisse tout "
      "soin que vous n'avez pas reçu."),
-    ("health-data", frozenset({"orders", "prescriber", "results", "comments", "attachments"}),
+    ("health-data", HEALTH,
      "Des informations sur votre santé ont été exposées. Si quelqu'un s'en prévaut pour vous "
      "contacter (chantage, démarchage), ne répondez pas, gardez le message et portez plainte "
      "auprès de la police ou de la gendarmerie ; cybermalveillance.gouv.fr peut vous aider."),
