@@ -131,7 +131,7 @@ def test_dry_run_then_run_crypto_shreds_expired_records_with_a_certificate(vault
     assert plan["staging"] == [str(migration)]
     assert plan["counts"] == {"patients": 1, "rekeyed_patients": 1, "orders": 1, "results": 2,
                               "comments": 3, "attachments": 1, "staging_areas": 1,
-                              "unreadable": 0}
+                              "unreadable": 0, "unclassified_results": 0}
     assert snapshot(vault) == before
     assert "Vasquez" not in json.dumps(plan) and "812.5" not in json.dumps(plan)
 
@@ -372,6 +372,37 @@ def test_commands_run_export_and_check(vault, lab, settings, tmp_path):
     bad = runner.invoke(retention_app, ["check", str(out)])
     assert bad.exit_code == 1
     assert os.stat(out).st_size > 0
+
+
+def test_genetic_reports_are_kept_thirty_years_and_unclassified_results_too(vault, operator,
+                                                                            clock):
+    genetic = Result("LN", "51969-4", "Analyse génétique BRCA1", "variant classe 3",
+                     observed_at=OLD, comments=(Comment("Conseil génétique proposé"),),
+                     attachments=(Attachment("cr-genetique.pdf", "application/pdf",
+                                             b"%PDF-brca" * 20),))
+    plain = Result("LN", "2345-7", "Glucose", "5.1", observed_at=OLD)
+    unknown = Result("LN", "2951-2", "Sodium", "140", observed_at=OLD)
+    rec = PatientRecord(person("Kerbrat-Sillon", date(1975, 2, 3)), (
+        Order(lab_finess=FINESS, sampled_at=OLD, results=(genetic, plain, unknown)),
+        Order(lab_finess=FINESS, sampled_at=RECENT, results=(Result("LN", "2345-7", "Glucose",
+                                                                   "5.0", observed_at=RECENT),))))
+    vault.put_patients(operator, [rec])
+    with vault._records.engine.begin() as conn:  # stored before classification existed
+        conn.execute(update(result).where(result.c.id == unknown.id).values(findings=None))
+    plan = RetentionDesk(vault).run(operator, POLICY, dry_run=True).plan
+    (expired,) = plan.records
+    assert set(expired.results) == {plain.id}  # fourteen years: past ten, not thirty
+    assert expired.comments == () and expired.attachments == () and expired.orders == ()
+    assert plan.counts()["unclassified_results"] == 1
+    ten = RetentionPolicy.from_config({"genetic_years": 10})
+    run = RetentionDesk(vault).run(operator, ten)
+    (expired,) = run.plan.records
+    assert set(expired.results) == {genetic.id, plain.id, unknown.id}
+    assert set(expired.comments) == {genetic.comments[0].id}
+    assert set(expired.attachments) == {genetic.attachments[0].id}
+    assert run.document["certificate"]["policy"]["genetic_years"] == 10
+    kept = vault.get_record(operator, rec.id)
+    assert [r.id for o in kept.orders for r in o.results] == [rec.orders[1].results[0].id]
 
 
 def test_policy_is_read_from_the_retention_section():

@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "orders_years": 10,  # an order holding a result still kept is kept
         "comments_years": 10,
         "attachments_years": 10,
+        "genetic_years": 30,  # genetic reports, their comments and files (CSP R. 1131-20)
         "inactive_patient_years": 10,  # no order nor result within it: the whole patient
         "keep_until_age": 28,  # nothing erased before this birthday; 0 disables
         "staging_days": 30,

@@ -50,7 +50,8 @@ def sealed_columns(table: Table) -> list[str]:
 
 @dataclass(slots=True)
 class ScanRows:
-    """One patient's ids, positions and sealed dates (no other value is read)."""
+    """One patient's ids, positions, sealed dates and results' sealed findings (no other value
+    is read)."""
 
     patient: Row
     orders: list[Row] = field(default_factory=list)
@@ -120,7 +121,8 @@ class RetentionStore:
                                           o.sampled_at, o.requested_at).where(o.patient_id.in_(ids))
                          .order_by(o.position)),
                         ("results", select(r.id, r.patient_id, r.order_id, r.position,
-                                           r.created_at, r.observed_at).where(r.patient_id.in_(ids))),
+                                           r.created_at, r.observed_at, r.findings)
+                         .where(r.patient_id.in_(ids))),
                         ("comments", select(c.id, c.patient_id, c.order_id, c.result_id)
                          .where(c.patient_id.in_(ids))),
                         ("attachments", select(a.id, a.patient_id, a.result_id)

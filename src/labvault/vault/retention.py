@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from labvault import codec
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
+from labvault.breach import findings
+from labvault.breach.classify import SpecialCategory
 from labvault.crypto.envelope import (
     FieldCipher,
     Sealed,
@@ -146,6 +148,7 @@ class RetentionDesk:
         inactive: list[uuid.UUID] = []
         expired: list[Expired] = []
         unreadable: list[uuid.UUID] = []
+        unclassified = 0
         for ids in v._records.iter_ids(500):
             scanned = self._store.scan(ids)
             keys = v._keystore.get_many(list(scanned))
@@ -155,6 +158,7 @@ class RetentionDesk:
                 except (InvalidCiphertext, KeyUnavailable):
                     unreadable.append(pid)  # a re-key to resume, or an erasure to finish
                     continue
+                unclassified += facts.unclassified
                 verdict = rp.expiry(policy, facts, now)
                 if verdict == rp.INACTIVE:
                     inactive.append(pid)
@@ -164,7 +168,7 @@ class RetentionDesk:
         staging = tuple(m.id for m in v.imports.migrations(principal) if m.erased_at is None
                         and (m.created_at <= cutoff or m.staging_deadline <= now))
         return RetentionPlan(now, policy, tuple(inactive), tuple(expired), staging,
-                             tuple(unreadable))
+                             tuple(unreadable), unclassified)
 
     # -- re-keying -------------------------------------------------------------------------------
     def _rekey(self, principal: Principal, expired: Expired) -> dict[str, Any]:
@@ -306,7 +310,8 @@ _REFS = {  # each table's record reference, as `Vault._seal_orders` binds it
 
 
 def _facts(cipher: FieldCipher, rows: ScanRows) -> rp.PatientFacts:
-    """Ids and clinical dates of one patient's records (the only values the scan opens)."""
+    """Ids and clinical dates of one patient's records, and whether each result is genetic
+    (the only values the scan opens)."""
     def when(table: str, column: str, ref: Any, sealed: Sealed | None) -> datetime | None:
         return None if sealed is None else aware(_DT(cipher.open(table, column, ref, sealed)))
 
@@ -323,8 +328,14 @@ def _facts(cipher: FieldCipher, rows: ScanRows) -> rp.PatientFacts:
     results: dict[uuid.UUID, rp.ResultFacts] = {}
     for r in rows.results:
         ref = _result_ref(r.id, r.patient_id, r.order_id, r.position)
+        if r.findings is None:  # stored before classification: kept as long as a genetic one
+            genetic = True
+            facts.unclassified += 1
+        else:
+            special, _ = findings.decode(cipher.open("result", "findings", ref, r.findings))
+            genetic = SpecialCategory.GENETIC in special
         found = rp.ResultFacts(r.id, when("result", "observed_at", ref, r.observed_at)
-                            or orders[r.order_id].at)
+                               or orders[r.order_id].at, genetic)
         results[r.id] = found
         orders[r.order_id].results.append(found)
     for c in rows.comments:

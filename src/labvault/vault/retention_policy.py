@@ -27,16 +27,21 @@ What the defaults rest on (checked against the texts cited; everything else is t
   consultation, extended to the holder's 28th birthday, ten years after a death within ten
   years of the last visit); applied here as a prudent floor for minors, to be confirmed by the
   DPO (0 disables it). Deaths are not recorded in labvault, so that part is not applied.
+- ``genetic_years = 30``: the reports of genetic examinations, which an authorised laboratory
+  keeps thirty years (CSP art. R. 1131-20). A result is genetic when its findings, classified
+  and sealed when it was stored (`labvault.breach.classify`: the LOINC codes and label words
+  of genetic tests), say so; its comments and attached reports, and the order that holds it,
+  are kept as long. A result stored before classification existed has no findings: it is kept
+  as if it were genetic (erasing too early cannot be undone) and counted ``unclassified`` in
+  the plan until ``labvault breach classify-stored`` has run.
 - ``staging_days = 30``: the migration staging default (``docs/migration.md``).
 
 The erasure certificate is canonical JSON (sorted keys, no spaces) signed with the vault's
 Ed25519 key after a context prefix of its own, so the key never signs a certificate of one kind
 that could pass for another. It lists internal ids only. `check` raises `InvalidSignature`.
 
-Not covered by these terms: genetic examinations, whose reports an authorised laboratory keeps
-thirty years (CSP art. R. 1131-20) — labvault does not tell them apart, so a laboratory that
-performs them sets ``results_years`` (and the others) to 30; hospital laboratories (twenty
-years, R. 1112-7); the arrêté du 5 août 2010 was not checked.
+Not covered by these terms: hospital laboratories (twenty years, R. 1112-7); the arrêté du
+5 août 2010 was not checked.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from labvault.crypto.signing import Signer, check_signed, public_bytes
 from labvault.errors import ConfigurationError
 
 YEAR_TERMS = ("results_years", "orders_years", "comments_years", "attachments_years",
-              "inactive_patient_years")
+              "genetic_years", "inactive_patient_years")
 INACTIVE = "inactive"
 CATEGORIES = ("orders", "results", "comments", "attachments")
 CERTIFICATE_KIND = "labvault-erasure-certificate"
@@ -89,6 +94,7 @@ class RetentionPolicy:
     orders_years: int = 10
     comments_years: int = 10
     attachments_years: int = 10
+    genetic_years: int = 30
     inactive_patient_years: int = 10
     keep_until_age: int = 28
     staging_days: int = 30
@@ -121,6 +127,7 @@ class RetentionPolicy:
 class ResultFacts:
     id: uuid.UUID
     at: datetime
+    genetic: bool = False  # by its sealed findings (or unclassified: kept as genetic)
     comments: list[uuid.UUID] = field(default_factory=list)
     attachments: list[uuid.UUID] = field(default_factory=list)
 
@@ -139,6 +146,7 @@ class PatientFacts:
     created_at: datetime
     birth_date: date | None
     orders: list[OrderFacts] = field(default_factory=list)
+    unclassified: int = 0  # results stored before classification (kept as genetic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +177,15 @@ def expiry(policy: RetentionPolicy, facts: PatientFacts, now: datetime) -> str |
     last = max(dates) if dates else facts.created_at
     if last < years_before(now, policy.inactive_patient_years):
         return INACTIVE
-    cut_results, cut_orders, cut_comments, cut_files = (
+    cut_results, cut_orders, cut_comments, cut_files, cut_genetic = (
         years_before(now, y) for y in (policy.results_years, policy.orders_years,
-                                       policy.comments_years, policy.attachments_years))
+                                       policy.comments_years, policy.attachments_years,
+                                       policy.genetic_years))
     orders, results, comments, files = [], [], [], []
     for o in facts.orders:
-        gone = {r.id for r in o.results if r.at < cut_results}
+        # A genetic report, its comments and attached files follow the longer of the terms.
+        gone = {r.id for r in o.results
+                if r.at < (min(cut_results, cut_genetic) if r.genetic else cut_results)}
         results += sorted(gone)
         # An order is kept while it holds a result that is kept.
         order_gone = o.at < cut_orders and all(r.id in gone for r in o.results)
@@ -184,12 +195,19 @@ def expiry(policy: RetentionPolicy, facts: PatientFacts, now: datetime) -> str |
             comments += o.comments
         for r in o.results:
             parent_gone = order_gone or r.id in gone
-            if parent_gone or r.at < cut_comments:
+            kept_from = cut_genetic if r.genetic else None
+            if parent_gone or r.at < _earlier(cut_comments, kept_from):
                 comments += r.comments
-            if parent_gone or r.at < cut_files:
+            if parent_gone or r.at < _earlier(cut_files, kept_from):
                 files += r.attachments
     found = Expired(facts.id, tuple(orders), tuple(results), tuple(comments), tuple(files))
     return found if len(found) else None
+
+
+def _earlier(cut: datetime, genetic: datetime | None) -> datetime:
+    """The cut-off of a record under its own term and, for a genetic result's, the genetic one:
+    whichever keeps it longer (the earlier date)."""
+    return cut if genetic is None else min(cut, genetic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +220,13 @@ class RetentionPlan:
     records: tuple[Expired, ...]  # records past their term, of patients still active
     staging: tuple[uuid.UUID, ...]  # migrations whose staging area is past its term
     unreadable: tuple[uuid.UUID, ...] = ()  # patients the scan could not open (a re-key pending)
+    unclassified: int = 0  # results without findings, kept as if genetic
 
     def counts(self) -> dict[str, int]:
         return {"patients": len(self.patients), "rekeyed_patients": len(self.records),
                 **{k: sum(len(getattr(e, k)) for e in self.records) for k in CATEGORIES},
-                "staging_areas": len(self.staging), "unreadable": len(self.unreadable)}
+                "staging_areas": len(self.staging), "unreadable": len(self.unreadable),
+                "unclassified_results": self.unclassified}
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "policy": self.policy.as_dict(), "counts": self.counts(),
