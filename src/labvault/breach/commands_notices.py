@@ -20,10 +20,12 @@ import typer
 
 from labvault.access.principal import local_operator
 from labvault.breach.config import BreachConfig
+from labvault.breach.letters import Letters
 from labvault.breach.notices import Outbox
 from labvault.cli_support import (
     DataDir,
     console,
+    err,
     fail,
     open_vault,
     progress_bar,
@@ -31,6 +33,7 @@ from labvault.cli_support import (
 )
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
+from labvault.private_file import open_private
 
 
 @contextmanager
@@ -67,7 +70,7 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``notify``, ``deliver`` and ``notices`` to the ``breach`` command."""
+    """Add ``notify``, ``deliver``, ``letters`` and ``notices`` to the ``breach`` command."""
 
     @app.command("notify")
     def notify(
@@ -103,6 +106,39 @@ def register(app: typer.Typer) -> None:
                 advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
                 counts = outbox.deliver_due(limit, progress=advance)
         console.print(", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+
+    @app.command("letters")
+    def letters(
+        incident_id: str,
+        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (0600).")],
+        include_sealed: Annotated[bool, typer.Option(
+            help="Also write to patients whose data was exposed only encrypted.")] = False,
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+    ) -> None:
+        """Letters to print for the people of the incident's latest scope that no e-mail or
+        SMS reached: their name and postal address, the notice's text, a verification code.
+        The file holds personal data in clear: print, post, then delete it."""
+        iid = uuid_argument(incident_id, "incident id", "labvault breach list")
+        try:  # the file first: letters recorded as printed must reach the paper
+            f = open_private(out)
+        except OSError as exc:
+            err.print(f"error: cannot write {out}: {exc.strerror or type(exc).__name__}")
+            raise typer.Exit(1) from None
+        with f:
+            try:
+                with _outbox(data_dir) as outbox:
+                    run = Letters(outbox).prepare(local_operator("breach notification by post"),
+                                                  iid, include_sealed=include_sealed)
+                f.write(run.html.reveal() if run.letters else "")
+            except BaseException:
+                out.unlink(missing_ok=True)
+                raise
+        if not run.letters:
+            out.unlink(missing_ok=True)
+        written = f"written to {out}: print, post, then delete it" if run.letters else "none"
+        console.print(f"{run.letters} letters {written}; {run.no_address} people without a "
+                      f"postal address, {run.erased} erased, {run.already} written to before",
+                      highlight=False)
 
     @app.command("notices")
     def notices(

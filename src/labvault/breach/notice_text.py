@@ -166,6 +166,36 @@ def notice(config: Any, channel: str, code: str, incident: Any, entry: Mapping[s
     return (SUBJECTS[kind].format(lab=ctx["lab"]), _render(f"notice_{channel}.j2", ctx))
 
 
+def letters(config: Any, items: Iterable[tuple[Mapping[str, Any], str, str]],
+            at: datetime) -> str:
+    """One printable HTML document of letters dated `at`, one per page: for each, the
+    addressee (opened name and `Address`), the subject and the text of an e-mail notice."""
+    listed = [{"name": " ".join(v for v in (who["first_names"], who["last_name"]) if v),
+               "address": who["address"], "subject": subject, "blocks": _blocks(body)}
+              for who, subject, body in items]
+    today = french_date(local_date(at))
+    return _ENV.get_template("notice_letters.html.j2").render(
+        lab=lab_name(config), address=config["controller"]["address"], today=today,
+        letters=listed)
+
+
+def _blocks(body: str) -> list[tuple[str, Any]]:
+    """A notice's text as blocks: ("h", heading) for a line in capitals, ("ul", items) for
+    lines starting with "- ", ("p", text) otherwise; blank lines part them."""
+    out: list[tuple[str, Any]] = []
+    for chunk in body.strip().split("\n\n"):
+        lines = [line.strip() for line in chunk.splitlines() if line.strip()]
+        if not lines:
+            continue
+        if all(line.startswith("- ") for line in lines):
+            out.append(("ul", [line[2:] for line in lines]))
+        elif len(lines) == 1 and " " in lines[0] and lines[0].upper() == lines[0]:
+            out.append(("h", lines[0]))
+        else:
+            out.append(("p", " ".join(lines)))
+    return out
+
+
 def answer(config: Any, channel: str, code: str, exposures: Iterable[Any]) -> tuple[str, str]:
     """Subject and text of the answer to an exposure check (`Exposure` items)."""
     listed = [{"ref": short_ref(e.incident_id), "detected": french_date(e.detected_on),

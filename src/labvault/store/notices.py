@@ -131,6 +131,15 @@ class NoticeStore:
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
 
+    def postal(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        """The sealed name and postal address of patients (and whether they were erased),
+        to address a letter."""
+        p = patient.c
+        q = select(p.id, p.erased_at, p.last_name, p.first_names, p.address).where(
+            p.id.in_(list(patient_ids)))
+        with guarded("reading addresses"), self.engine.connect() as conn:
+            return {r.id: r for r in conn.execute(q)}
+
     def contacts(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row]:
         """The sealed e-mail and phone columns of patients (and whether they were erased):
         only these two fields are opened to address a notice."""

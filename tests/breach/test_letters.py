@@ -1,0 +1,86 @@
+"""Letters for the people no e-mail or SMS reached: the command writes one printable page
+each (0600), with a code that checks on the public page, once per person and incident."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+
+from sms_gateway import (
+    ENVIRON,
+    PUBLIC_URL,
+    TOKEN,
+    TOKEN_ENV,
+    SmsGateway,
+    breach_config,
+    signed_scope,
+)
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from labvault.breach.notices import Outbox
+from labvault.cli import app as cli_app
+from labvault.store.tables import audit_event, patient
+
+CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
+
+
+def test_letters_reach_those_no_message_reached_once(vault, settings, lab, dpo, clock,
+                                                     tmp_path) -> None:
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
+                                     description="Compte utilisé depuis une adresse inconnue")
+    entries = [{"id": r.id, "categories": ["identity", "results"], "special": ["hiv"]}
+               for r in lab]
+    entries[4]["exposure"] = "sealed"  # exempt: no notice, no letter
+    signed_scope(vault, inc.id, entries)
+    with vault._records.engine.begin() as conn:  # no postal address on file for lab[3]
+        conn.execute(update(patient).where(patient.c.id == lab[3].id).values(address=None))
+    with SmsGateway() as gateway:
+        gateway.by_number["+33798765432"] = [(400, {})]  # lab[3]'s only channel refuses
+        outbox = Outbox(vault, breach_config(sms_url=gateway.url), environ=ENVIRON)
+        assert outbox.queue_incident(dpo, inc.id) == 5  # e-mails wait: no SMTP here
+        assert outbox.deliver_due() == {"sent": 1, "retrying": 0, "failed": 1,
+                                        "undeliverable": 0}
+    (settings.data_dir / "breach.toml").write_text(
+        '[controller]\nname = "Laboratoire Exemple"\ndpo_email = "dpo@labo.example"\n'
+        'address = "1 rue des Analyses, 75001 Paris"\n'
+        f'[notices]\npublic_url = "{PUBLIC_URL}"\n')
+    out = tmp_path / "courriers.html"
+    runner = CliRunner()
+
+    def letters() -> str:
+        result = runner.invoke(cli_app, ["breach", "letters", str(inc.id), "--out", str(out),
+                                          "-d", str(settings.data_dir)],
+                               env={"COLUMNS": "200", "NO_COLOR": "1", TOKEN_ENV: TOKEN})
+        assert result.exit_code == 0, result.output
+        assert not [r for r in lab if r.patient.last_name in result.output]
+        return result.output
+
+    said = letters()
+    assert "1 letters written" in said and "1 people without a postal address" in said
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    page = out.read_text()
+    who = lab[2].patient  # a landline only: the one person nothing could reach
+    assert who.last_name in page and who.address.line1 in page and who.address.city in page
+    assert not [r for r in lab if r is not lab[2] and r.patient.last_name in page]
+    assert "Objet : Laboratoire Exemple : information sur un incident" in page
+    assert "relevant de données de santé sensibles" in page and "VIH" not in page
+    assert page.count('class="letter"') == 1 and "<script" not in page
+    code = CODE.search(page)[0]
+    checked = Outbox(vault, breach_config()).verify(code, "192.0.2.9")
+    assert (checked.status, checked.about) == ("issued", "incident")
+
+    out.unlink()
+    again = letters()  # once per person and incident
+    assert "0 letters none" in again and "1 written to before" in again and not out.exists()
+    status = Outbox(vault, breach_config()).status(dpo, inc.id)
+    assert status["by_channel"]["letter"] == {"printed": 1}
+    with vault._records.engine.connect() as conn:
+        first, second = [e for e in conn.execute(select(audit_event).where(
+            audit_event.c.purpose == "breach notification").order_by(audit_event.c.id))
+            if json.loads(e.detail or "{}").get("what") == "letters"]
+    assert set(json.loads(first.patient_ids)) == {lab[2].id.hex, lab[3].id.hex}
+    assert json.loads(second.patient_ids) == [lab[3].id.hex]  # looked for an address again
+    assert first.categories == "identity,administrative"
