@@ -5,6 +5,7 @@ a signed certificate lists them; a dry run changes nothing; the schedule runs on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -403,6 +404,21 @@ def test_genetic_reports_are_kept_thirty_years_and_unclassified_results_too(vaul
     assert run.document["certificate"]["policy"]["genetic_years"] == 10
     kept = vault.get_record(operator, rec.id)
     assert [r.id for o in kept.orders for r in o.results] == [rec.orders[1].results[0].id]
+    # A patient not seen for fourteen years is erased whole, unless a genetic report of theirs
+    # is still within its thirty years: then only what is past its own term goes.
+    quiet = PatientRecord(person("Le Goff-Ravel", date(1950, 6, 7)), (
+        Order(lab_finess=FINESS, sampled_at=OLD,
+              results=(dataclasses.replace(genetic, id=uuid.uuid4(), comments=(),
+                                           attachments=()),
+                       dataclasses.replace(plain, id=uuid.uuid4()))),))
+    gone = PatientRecord(person("Ropars-Heuzé", date(1950, 6, 7)), (
+        Order(lab_finess=FINESS, sampled_at=OLD,
+              results=(dataclasses.replace(plain, id=uuid.uuid4()),)),))
+    vault.put_patients(operator, [quiet, gone])
+    plan = RetentionDesk(vault).run(operator, POLICY, dry_run=True).plan
+    assert plan.patients == (gone.id,)
+    (expired,) = [e for e in plan.records if e.patient_id == quiet.id]
+    assert set(expired.results) == {quiet.orders[0].results[1].id} and expired.orders == ()
 
 
 def test_policy_is_read_from_the_retention_section():

@@ -31,7 +31,7 @@ What the defaults rest on (checked against the texts cited; everything else is t
   keeps thirty years (CSP art. R. 1131-20). A result is genetic when its findings, classified
   and sealed when it was stored (`labvault.breach.classify`: the LOINC codes and label words
   of genetic tests), say so; its comments and attached reports, and the order that holds it,
-  are kept as long. A result stored before classification existed has no findings: it is kept
+  are kept as long, and its patient is not erased whole as inactive meanwhile. A result stored before classification existed has no findings: it is kept
   as if it were genetic (erasing too early cannot be undone) and counted ``unclassified`` in
   the plan until ``labvault breach classify-stored`` has run.
 - ``staging_days = 30``: the migration staging default (``docs/migration.md``).
@@ -175,12 +175,15 @@ def expiry(policy: RetentionPolicy, facts: PatientFacts, now: datetime) -> str |
         return None
     dates = [o.at for o in facts.orders] + [r.at for o in facts.orders for r in o.results]
     last = max(dates) if dates else facts.created_at
-    if last < years_before(now, policy.inactive_patient_years):
+    cut_genetic = years_before(now, policy.genetic_years)
+    # A genetic report still within its term keeps its patient (identity included): erasing
+    # the patient whole would erase the report with them.
+    genetic_kept = any(r.genetic and r.at >= cut_genetic for o in facts.orders for r in o.results)
+    if last < years_before(now, policy.inactive_patient_years) and not genetic_kept:
         return INACTIVE
-    cut_results, cut_orders, cut_comments, cut_files, cut_genetic = (
+    cut_results, cut_orders, cut_comments, cut_files = (
         years_before(now, y) for y in (policy.results_years, policy.orders_years,
-                                       policy.comments_years, policy.attachments_years,
-                                       policy.genetic_years))
+                                       policy.comments_years, policy.attachments_years))
     orders, results, comments, files = [], [], [], []
     for o in facts.orders:
         # A genetic report, its comments and attached files follow the longer of the terms.
