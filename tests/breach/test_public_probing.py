@@ -3,12 +3,14 @@ desk and worker, codes through the real verification page, alerts in the vault."
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from exposure_support import config, member, other_date, stranger_nir
 from sms_gateway import breach_config
 
 from labvault.breach.exposure import exposure_desk
+from labvault.breach.exposure_worker import TriedDates
 from labvault.breach.notices import Outbox, VerifyThrottled
 from labvault.store.alerts import AlertStore
 from labvault.watch.engine import alert_of
@@ -58,3 +60,19 @@ def test_probing_the_exposure_check_and_the_verify_page_raises_alerts(vault, rec
     assert refused > 0
     assert ("code-guessing", "source:2001:db8:9::/64") in {(a.rule, a.actor)
                                                            for a in alerts(vault)}
+
+
+def test_tried_dates_count_distinct_dates_for_a_day_and_forget_the_rest() -> None:
+    from datetime import UTC, date, datetime
+
+    tried, t0 = TriedDates(), datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    me, other = uuid.uuid4(), uuid.uuid4()
+    assert tried.add(me, date(1980, 1, 1), t0) == (1, True)
+    assert tried.add(me, date(1980, 1, 1), t0 + timedelta(hours=1)) == (1, False)
+    assert tried.add(me, date(1980, 1, 2), t0 + timedelta(hours=2)) == (2, True)
+    assert tried.add(other, date(1980, 1, 2), t0 + timedelta(hours=3)) == (1, True)  # apart
+    assert len(tried) == 2
+    later = t0 + timedelta(days=1, hours=2, minutes=30)  # me: last tried over a day ago
+    assert tried.add(uuid.uuid4(), date(1990, 5, 5), later) == (1, True)
+    assert len(tried) == 2  # me left from the front; other (23.5 h) stays
+    assert tried.add(me, date(1980, 1, 2), later) == (1, True)  # a new day: counted anew

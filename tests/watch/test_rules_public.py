@@ -73,14 +73,18 @@ def test_one_patients_nir_tried_from_several_networks_names_the_patient() -> Non
     assert [(f.severity, f.actor, f.patient_ids) for f in guess] == [
         (Severity.HIGH, "public", (victim,))]
     assert h.by_rule("exposure-probing") == []  # no single network went over its limit
-    # A leaked list tried the same way: one alert a day (one key), counting the patients.
-    for victim in [uuid.uuid4() for _ in range(5)]:
+    # A leaked list tried the same way: the first ten patients of the day named one by one,
+    # then one alert for the rest, counting them.
+    victims = [uuid.uuid4() for _ in range(14)]
+    for other in victims:
         for n, source in enumerate(sources):
-            h.feed(lookup(T0 + timedelta(hours=4 + n), source, "mismatch", [victim],
+            h.feed(lookup(T0 + timedelta(hours=4 + n), source, "mismatch", [other],
                           dates_tried=n + 1, new_date=True))
     guesses = h.by_rule("birth-date-guessing")
-    assert len({f.dedup_key for f in guesses}) == 1
-    assert guesses[-1].evidence["patients"] == 6
+    named = {f.patient_ids for f in guesses if f.patient_ids}
+    assert named == {(p,) for p in [victim, *victims[:9]]}
+    more = [f for f in guesses if not f.patient_ids]
+    assert len({f.dedup_key for f in more}) == 1 and more[-1].evidence == {"patients": 15}
 
 
 def test_unknown_codes_past_the_throttle_from_one_address_are_code_guessing() -> None:

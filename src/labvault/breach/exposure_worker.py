@@ -48,6 +48,7 @@ import re
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -278,28 +279,37 @@ class TriedDates:
     under a key drawn when the process starts and never stored: a lookup's audit event says
     how many distinct dates were tried (``dates_tried``) and whether this one is new, so the
     watcher tells somebody trying birth dates from a patient typing the same one again,
-    without any date reaching the log. Memory holds one day of mismatches."""
+    without any date reaching the log. Memory holds one day of mismatches: patients are kept
+    in the order they were last tried, and those not tried for a day leave from the front."""
 
     SPAN = timedelta(days=1)
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
-        self._seen: dict[uuid.UUID, dict[bytes, datetime]] = {}
+        self._seen: OrderedDict[uuid.UUID, tuple[datetime, dict[bytes, datetime]]] = (
+            OrderedDict())
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def add(self, patient_id: uuid.UUID, born: date, now: datetime) -> tuple[int, bool]:
         """Record a wrong date tried for a patient; (distinct dates within the day, new)."""
         tag = hmac.new(self._key, patient_id.bytes + born.isoformat().encode(),
                        hashlib.sha256).digest()
+        cutoff = now - self.SPAN
         with self._lock:
-            if len(self._seen) > 10_000:  # an old day's patients go
-                self._seen = {p: d for p, d in self._seen.items()
-                              if max(d.values()) > now - self.SPAN}
-            tried = self._seen.setdefault(patient_id, {})
-            for old in [t for t, at in tried.items() if at <= now - self.SPAN]:
+            while self._seen:  # the patients not tried for a day
+                oldest, (last, _) = next(iter(self._seen.items()))
+                if last > cutoff:
+                    break
+                del self._seen[oldest]
+            _, tried = self._seen.pop(patient_id, (now, {}))
+            for old in [t for t, at in tried.items() if at <= cutoff]:
                 del tried[old]
             new = tag not in tried
             tried[tag] = now
+            self._seen[patient_id] = (now, tried)  # to the back: the latest tried
             return len(tried), new
 
 

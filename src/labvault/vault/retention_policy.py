@@ -31,9 +31,10 @@ What the defaults rest on (checked against the texts cited; everything else is t
   keeps thirty years (CSP art. R. 1131-20). A result is genetic when its findings, classified
   and sealed when it was stored (`labvault.breach.classify`: the LOINC codes and label words
   of genetic tests), say so; its comments and attached reports, and the order that holds it,
-  are kept as long, and its patient is not erased whole as inactive meanwhile. A result stored before classification existed has no findings: it is kept
-  as if it were genetic (erasing too early cannot be undone) and counted ``unclassified`` in
-  the plan until ``labvault breach classify-stored`` has run.
+  are kept as long, and its patient is not erased whole as inactive meanwhile. A result
+  stored before classification existed has no findings: it is kept as if it were genetic
+  (erasing too early cannot be undone) and counted ``unclassified`` in the plan until
+  ``labvault breach classify-stored`` has run.
 - ``staging_days = 30``: the migration staging default (``docs/migration.md``).
 
 The erasure certificate is canonical JSON (sorted keys, no spaces) signed with the vault's

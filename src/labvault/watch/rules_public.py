@@ -14,8 +14,9 @@ prober down, these rules tell the DPO that one is at work.
   person's NIR is trying birth dates. The same wrong date again (a patient whose date is
   mistyped, or wrong in the laboratory's records) is not a guess: the worker says whether a
   date is new (`labvault.breach.exposure_worker.TriedDates`), no date reaches the log. High;
-  one alert a day, naming the first patient (internal id) and counting the others, so that
-  someone holding a leaked list cannot bury the DPO under alerts.
+  one alert per patient (internal id), up to ``GUESS_ALERTS`` patients a day, then one more
+  alert for the rest of the day that counts them: someone holding a leaked list cannot bury
+  the DPO under alerts, and each patient named can be looked after.
 - ``code-guessing``: from one address (a /64 in IPv6), ``code_misses`` unknown codes
   checked on the verification page within the window. Its throttle lets ten through, then
   one per half hour: fifteen means somebody waited out the lock again and again to guess
@@ -39,6 +40,7 @@ from labvault.watch.rules import Facts
 from labvault.watch.state import SPANS, Window, bucket, network_of
 
 VERIFY = "breach:notice:verify"  # what labvault.breach.notices audits of the public page
+GUESS_ALERTS = 10  # patients named one by one each day by birth-date-guessing
 
 
 class PublicProbeRule:
@@ -97,12 +99,19 @@ class PublicProbeRule:
                     continue
                 guessed = self._window(self._guessed, day)
                 guessed.add(ev.at, pid)
-                out.append(Finding(
-                    "birth-date-guessing", Severity.HIGH, "public", day,
-                    f"patient {pid}: {guesses.distinct()} exposure checks with their NIR and "
-                    f"another birth date each within {self.span} "
-                    f"({guessed.distinct()} such patients today)",
-                    {"guesses": guesses.distinct(), "patients": guessed.distinct()}, (pid,)))
+                n = guessed.distinct()
+                if n <= GUESS_ALERTS:  # one alert each (its key): a repeat is only counted
+                    out.append(Finding(
+                        "birth-date-guessing", Severity.HIGH, "public", f"{day}:{pid}",
+                        f"patient {pid}: {guesses.distinct()} exposure checks with their NIR "
+                        f"and another birth date each within {self.span}",
+                        {"guesses": guesses.distinct()}, (pid,)))
+                elif n > GUESS_ALERTS:
+                    out.append(Finding(
+                        "birth-date-guessing", Severity.HIGH, "public", f"{day}:more",
+                        f"more than {GUESS_ALERTS} patients today whose NIR was tried with "
+                        "several birth dates: a list of NIRs is being tried (the exposure "
+                        "check's lookups in the audit log name them)", {"patients": n}))
             if mismatches.distinct() >= self.mismatches:
                 out.append(Finding(
                     "exposure-probing", Severity.HIGH, f"source:{net}",
