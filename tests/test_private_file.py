@@ -46,3 +46,23 @@ def test_a_symbolic_link_is_refused_and_its_target_untouched(tmp_path) -> None:
         write_private(tmp_path / "out.json", "scope")
     assert target.read_text() == "keep"
     assert mode(target) == 0o644
+
+
+def test_publishing_creates_whole_or_nothing_and_never_replaces(tmp_path) -> None:
+    from labvault.private_file import publish_private
+
+    old = os.umask(0)
+    try:
+        publish_private(tmp_path / "letters.html", "<p>un courrier</p>")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "letters.html") == 0o600
+    assert (tmp_path / "letters.html").read_text() == "<p>un courrier</p>"
+    with pytest.raises(FileExistsError):
+        publish_private(tmp_path / "letters.html", "another")
+    (tmp_path / "link.html").symlink_to(tmp_path / "elsewhere.html")
+    with pytest.raises(FileExistsError):
+        publish_private(tmp_path / "link.html", "through a link")
+    assert not (tmp_path / "elsewhere.html").exists()
+    assert (tmp_path / "letters.html").read_text() == "<p>un courrier</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["letters.html", "link.html"]

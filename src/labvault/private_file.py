@@ -3,7 +3,9 @@ symbolic link, so a document naming patients or incidents is not readable by oth
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
@@ -39,4 +41,20 @@ def write_private(path: Path, content: str | bytes) -> None:
             f.write(content)
 
 
-__all__ = ["open_private", "write_private"]
+def publish_private(path: Path, content: str) -> None:
+    """Create `path` (0600) holding `content`, whole or not at all: written to a temporary file
+    beside it, flushed to the disk, then linked in place. An existing `path`, or a symbolic
+    link there, is never replaced (`FileExistsError`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600, O_EXCL
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+__all__ = ["open_private", "publish_private", "write_private"]

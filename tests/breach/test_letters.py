@@ -1,8 +1,11 @@
-"""Letters for the people no e-mail or SMS reached: the command writes one printable page
-each (0600), with a code that checks on the public page, once per person and incident."""
+"""Letters for the people no e-mail or SMS reached, and for the updates no message can carry:
+the command creates one printable page each (0600, never over an existing file), with a code
+that checks on the public page, once per person and incident (and per update's scope); a
+document that cannot be written records nothing."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -22,65 +25,83 @@ from typer.testing import CliRunner
 
 from labvault.breach.notices import Outbox
 from labvault.cli import app as cli_app
-from labvault.store.tables import audit_event, patient
+from labvault.store.tables import audit_event, breach_notice, patient
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}\b")
+ADDED = "CE QUE L'ANALYSE A AJOUTÉ"
 
 
 def test_letters_reach_those_no_message_reached_once(vault, settings, lab, dpo, clock,
                                                      tmp_path) -> None:
     inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="stolen-credentials",
                                      description="Compte utilisé depuis une adresse inconnue")
-    entries = [{"id": r.id, "categories": ["identity", "results"], "special": ["hiv"]}
-               for r in lab]
+    entries = [{"id": r.id, "categories": ["identity"]} for r in lab]
     entries[4]["exposure"] = "sealed"  # exempt: no notice, no letter
     signed_scope(vault, inc.id, entries)
     with vault._records.engine.begin() as conn:  # no postal address on file for lab[3]
         conn.execute(update(patient).where(patient.c.id == lab[3].id).values(address=None))
+    (settings.data_dir / "breach.toml").write_text(
+        '[controller]\nname = "Laboratoire Exemple"\ndpo_email = "dpo@labo.example"\n'
+        'address = "1 rue des Analyses, 75001 Paris"\n'
+        f'[notices]\npublic_url = "{PUBLIC_URL}"\n')
+    runner = CliRunner()
+
+    def letters(out, code: int = 0) -> str:
+        result = runner.invoke(cli_app, ["breach", "letters", str(inc.id), "--out", str(out),
+                                          "-d", str(settings.data_dir)],
+                               env={"COLUMNS": "200", "NO_COLOR": "1", TOKEN_ENV: TOKEN})
+        assert result.exit_code == code, result.output
+        assert not [r for r in lab if r.patient.last_name in result.output]
+        return result.output
+
+    # Before anyone was notified: no letter (those with an e-mail or a mobile get those).
+    assert "0 letters (0 updates) none" in letters(tmp_path / "early.html")
+    assert "5 not notified yet" in letters(tmp_path / "early.html")
     with SmsGateway() as gateway:
         gateway.by_number["+33798765432"] = [(400, {})]  # lab[3]'s only channel refuses
         outbox = Outbox(vault, breach_config(sms_url=gateway.url), environ=ENVIRON)
         assert outbox.queue_incident(dpo, inc.id) == 5  # e-mails wait: no SMTP here
         assert outbox.deliver_due() == {"sent": 1, "retrying": 0, "failed": 1,
                                         "undeliverable": 0}
-    (settings.data_dir / "breach.toml").write_text(
-        '[controller]\nname = "Laboratoire Exemple"\ndpo_email = "dpo@labo.example"\n'
-        'address = "1 rue des Analyses, 75001 Paris"\n'
-        f'[notices]\npublic_url = "{PUBLIC_URL}"\n')
+
+    # A document that cannot be written records nothing: the next run writes the letter.
+    said = letters(tmp_path / "no-such-dir" / "courriers.html", code=1)
+    assert "nothing was recorded" in said
     out = tmp_path / "courriers.html"
-    runner = CliRunner()
-
-    def letters() -> str:
-        result = runner.invoke(cli_app, ["breach", "letters", str(inc.id), "--out", str(out),
-                                          "-d", str(settings.data_dir)],
-                               env={"COLUMNS": "200", "NO_COLOR": "1", TOKEN_ENV: TOKEN})
-        assert result.exit_code == 0, result.output
-        assert not [r for r in lab if r.patient.last_name in result.output]
-        return result.output
-
-    said = letters()
-    assert "1 letters written" in said and "1 people without a postal address" in said
+    said = letters(out)
+    assert "1 letters (0 updates) written" in said and "1 people without a postal" in said
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     page = out.read_text()
     who = lab[2].patient  # a landline only: the one person nothing could reach
     assert who.last_name in page and who.address.line1 in page and who.address.city in page
     assert not [r for r in lab if r is not lab[2] and r.patient.last_name in page]
     assert "Objet : Laboratoire Exemple : information sur un incident" in page
-    assert "relevant de données de santé sensibles" in page and "VIH" not in page
     assert page.count('class="letter"') == 1 and "<script" not in page
     code = CODE.search(page)[0]
     checked = Outbox(vault, breach_config()).verify(code, "192.0.2.9")
     assert (checked.status, checked.about) == ("issued", "incident")
+    assert "exists" in letters(out, code=2)  # never over a file that may not be printed yet
+    assert out.read_text() == page
+    assert "0 letters (0 updates) none" in letters(tmp_path / "again.html")  # once
 
-    out.unlink()
-    again = letters()  # once per person and incident
-    assert "0 letters none" in again and "1 written to before" in again and not out.exists()
+    # A later scope adds to what the letter said: the update is owed, on paper.
+    signed_scope(vault, inc.id, [{**e, "categories": ["identity", "results"],
+                                  "special": ["hiv"]} if e["id"] == lab[2].id else e
+                                 for e in entries])
+    assert Outbox(vault, breach_config()).queue_incident(dpo, inc.id) == 0
+    said = letters(tmp_path / "updates.html")
+    assert "1 letters (1 updates) written" in said
+    page = html.unescape((tmp_path / "updates.html").read_text())
+    assert ADDED in page and "relevant de données de santé sensibles" in page
+    assert "VIH" not in page and "complément" in page
+    assert "0 letters (0 updates) none" in letters(tmp_path / "updates-again.html")
     status = Outbox(vault, breach_config()).status(dpo, inc.id)
     assert status["by_channel"]["letter"] == {"printed": 1}
+    assert status["updates"]["by_channel"]["letter"] == {"printed": 1}
     with vault._records.engine.connect() as conn:
-        first, second = [e for e in conn.execute(select(audit_event).where(
+        assert {r.channel for r in conn.execute(select(breach_notice)) if r.state != "done"} \
+            == {"email"}  # the e-mails still wait; no letter is ever queued to a sender
+        named = [json.loads(e.patient_ids) for e in conn.execute(select(audit_event).where(
             audit_event.c.purpose == "breach notification").order_by(audit_event.c.id))
             if json.loads(e.detail or "{}").get("what") == "letters"]
-    assert set(json.loads(first.patient_ids)) == {lab[2].id.hex, lab[3].id.hex}
-    assert json.loads(second.patient_ids) == [lab[3].id.hex]  # looked for an address again
-    assert first.categories == "identity,administrative"
+    assert named[0] == sorted([lab[2].id.hex, lab[3].id.hex])  # names, addresses: audited

@@ -33,7 +33,7 @@ from labvault.cli_support import (
 )
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
-from labvault.private_file import open_private
+from labvault.private_file import publish_private
 
 
 @contextmanager
@@ -110,34 +110,34 @@ def register(app: typer.Typer) -> None:
     @app.command("letters")
     def letters(
         incident_id: str,
-        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (0600).")],
-        include_sealed: Annotated[bool, typer.Option(
-            help="Also write to patients whose data was exposed only encrypted.")] = False,
+        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to create (0600).")],
         data_dir: DataDir = DEFAULT_DATA_DIR,
     ) -> None:
-        """Letters to print for the people of the incident's latest scope that no e-mail or
-        SMS reached: their name and postal address, the notice's text, a verification code.
-        The file holds personal data in clear: print, post, then delete it."""
+        """Letters to print for the people of the incident that no e-mail or SMS reached, and
+        the updates no message can carry: name and postal address, the notice's text, a
+        verification code. The file holds personal data in clear: print, post, delete it."""
         iid = uuid_argument(incident_id, "incident id", "labvault breach list")
-        try:  # the file first: letters recorded as printed must reach the paper
-            f = open_private(out)
-        except OSError as exc:
-            err.print(f"error: cannot write {out}: {exc.strerror or type(exc).__name__}")
-            raise typer.Exit(1) from None
-        with f:
-            try:
-                with _outbox(data_dir) as outbox:
-                    run = Letters(outbox).prepare(local_operator("breach notification by post"),
-                                                  iid, include_sealed=include_sealed)
-                f.write(run.html.reveal() if run.letters else "")
-            except BaseException:
-                out.unlink(missing_ok=True)
-                raise
-        if not run.letters:
-            out.unlink(missing_ok=True)
+        if out.exists() or out.is_symlink():
+            err.print(f"error: {out} exists, and may hold letters not yet printed: give "
+                      "another --out")
+            raise typer.Exit(2)
+        with _outbox(data_dir) as outbox:
+            desk = Letters(outbox)
+            run = desk.prepare(local_operator("breach notification by post"), iid)
+            if run.letters:
+                try:  # a letter recorded as printed is in the file, or recorded no more
+                    publish_private(out, run.html.reveal())
+                except BaseException as exc:
+                    desk.withdraw(run)
+                    if not isinstance(exc, OSError):
+                        raise
+                    err.print(f"error: cannot write {out}: "
+                              f"{exc.strerror or type(exc).__name__}; nothing was recorded")
+                    raise typer.Exit(1) from None
         written = f"written to {out}: print, post, then delete it" if run.letters else "none"
-        console.print(f"{run.letters} letters {written}; {run.no_address} people without a "
-                      f"postal address, {run.erased} erased, {run.already} written to before",
+        console.print(f"{run.letters} letters ({run.updates} updates) {written}; "
+                      f"{run.no_address} people without a postal address, {run.erased} "
+                      f"erased, {run.not_notified} not notified yet (`labvault breach notify`)",
                       highlight=False)
 
     @app.command("notices")

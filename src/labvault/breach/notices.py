@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 VERIFY_KEY, VERIFY_THROTTLE_KEY = "breach/verify/v1", "breach/verify/throttle/v1"
 PURPOSE, SYSTEM_ACTOR = "breach notification", "labvault:notices"
 CONTACT = ("administrative",)  # the audit category of the e-mail and phone columns
+TOLD = ("sent", "printed")  # outcomes of a notice that told the person: a message, a letter
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +168,12 @@ class Outbox:
                     continue
                 if pid not in had:
                     rows.append(self._row("incident", incident_id, pid, "none", None, contact))
-                elif pid not in pending_pids and (spoke := told_pid.get(pid)) and self._added(
-                        pid, spoke, latest, by_id):
-                    # An update is owed and can no longer reach them: counted, never lost.
+                elif pid not in pending_pids and (spoke := told_pid.get(pid)) and (
+                        added := self._added(pid, spoke, latest, by_id)):
+                    # An update is owed and no message can carry it: counted, never lost, and
+                    # `labvault breach letters` writes it on paper.
                     rows.append(self._row("incident-update", incident_id, pid, "none",
-                                          latest.id, contact))
+                                          latest.id, contact, added=added))
             # Another queueing of the same incident may have recorded some since `pairs`:
             # only what this one recorded counts.
             queued += sum(r["state"] == QUEUED for r in self._store.insert(rows))
@@ -295,7 +297,7 @@ class Outbox:
                 pending.add(pair)
                 continue
             state = self._open(r.id, r.delivery)
-            if state.get("outcome") == "sent" and state.get("scope") is not None:
+            if state.get("outcome") in TOLD and state.get("scope") is not None:
                 told.setdefault(pair, set()).add(state["scope"])
         return told, pending
 
@@ -359,7 +361,8 @@ class Outbox:
             error = "erased" if dead.erased else "no-contact"
             return row | {"channel": "none", "code_tag": secrets.token_bytes(32), "state": DONE,
                           "next_attempt_at": None, "delivery": self._seal(nid, {
-                              "outcome": "undeliverable", "error": error, "at": now.isoformat()})}
+                              "outcome": "undeliverable", "error": error, "at": now.isoformat()}
+                              | ({"scope": scope_id, "added": added} if added else {}))}
         code = text.new_code()
         return row | {"channel": channel, "code_tag": text.code_tag(self._tag_key, code),
                       "state": QUEUED, "next_attempt_at": now, "delivery": self._seal(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, func, or_, select, update
+from sqlalchemy import Engine, Row, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from labvault.store.engine import guarded
@@ -130,6 +130,15 @@ class NoticeStore:
             n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS))
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
+
+    def delete_letters(self, notice_ids: Sequence[uuid.UUID]) -> int:
+        """Forget letters recorded for a document that never reached paper."""
+        if not notice_ids:
+            return 0
+        n = breach_notice.c
+        with guarded("withdrawing letters"), self.engine.begin() as conn:
+            return conn.execute(delete(breach_notice).where(
+                n.id.in_(list(notice_ids)), n.channel == "letter")).rowcount
 
     def postal(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row]:
         """The sealed name and postal address of patients (and whether they were erased),
