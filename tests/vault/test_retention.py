@@ -384,7 +384,8 @@ def test_genetic_reports_are_kept_thirty_years_and_unclassified_results_too(vaul
     plain = Result("LN", "2345-7", "Glucose", "5.1", observed_at=OLD)
     unknown = Result("LN", "2951-2", "Sodium", "140", observed_at=OLD)
     rec = PatientRecord(person("Kerbrat-Sillon", date(1975, 2, 3)), (
-        Order(lab_finess=FINESS, sampled_at=OLD, results=(genetic, plain, unknown)),
+        Order(lab_finess=FINESS, sampled_at=OLD, results=(genetic, plain, unknown),
+              comments=(Comment("Indication : recherche BRCA1"),)),
         Order(lab_finess=FINESS, sampled_at=RECENT, results=(Result("LN", "2345-7", "Glucose",
                                                                    "5.0", observed_at=RECENT),))))
     vault.put_patients(operator, [rec])
@@ -399,7 +400,7 @@ def test_genetic_reports_are_kept_thirty_years_and_unclassified_results_too(vaul
     run = RetentionDesk(vault).run(operator, ten)
     (expired,) = run.plan.records
     assert set(expired.results) == {genetic.id, plain.id, unknown.id}
-    assert set(expired.comments) == {genetic.comments[0].id}
+    assert set(expired.comments) == {genetic.comments[0].id, rec.orders[0].comments[0].id}
     assert set(expired.attachments) == {genetic.attachments[0].id}
     assert run.document["certificate"]["policy"]["genetic_years"] == 10
     kept = vault.get_record(operator, rec.id)

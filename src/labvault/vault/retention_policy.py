@@ -195,7 +195,9 @@ def expiry(policy: RetentionPolicy, facts: PatientFacts, now: datetime) -> str |
         order_gone = o.at < cut_orders and all(r.id in gone for r in o.results)
         if order_gone:
             orders.append(o.id)
-        if order_gone or o.at < cut_comments:
+        # The order's own comments (an indication, say) go with a genetic report it holds.
+        genetic_order = cut_genetic if any(r.genetic for r in o.results) else None
+        if order_gone or o.at < _earlier(cut_comments, genetic_order):
             comments += o.comments
         for r in o.results:
             parent_gone = order_gone or r.id in gone
