@@ -14,13 +14,7 @@ from typing import Annotated
 import typer
 
 from labvault.access.principal import local_operator
-from labvault.cli_support import (
-    DataDir,
-    console,
-    fail,
-    open_vault,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, console, fail, open_vault, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.private_file import write_private

@@ -19,15 +19,7 @@ from rich.table import Table
 
 from labvault.access.permissions import SERVICE_GRANTABLE, Permission
 from labvault.access.principal import Role, local_operator
-from labvault.cli_support import (
-    DataDir,
-    call_desk,
-    console,
-    err,
-    fail,
-    open_vault,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.secret import Secret

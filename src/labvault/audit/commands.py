@@ -15,15 +15,7 @@ from labvault.access.principal import local_operator
 from labvault.audit.chain import TamperDetected
 from labvault.audit.export import parse_target
 from labvault.audit.log import LoggedEvent
-from labvault.cli_support import (
-    DataDir,
-    console,
-    err,
-    fail,
-    open_vault,
-    progress_bar,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.private_file import open_private

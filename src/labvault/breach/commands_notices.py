@@ -22,15 +22,7 @@ from labvault.access.principal import local_operator
 from labvault.breach.config import BreachConfig
 from labvault.breach.letters import Letters
 from labvault.breach.notices import Outbox
-from labvault.cli_support import (
-    DataDir,
-    console,
-    err,
-    fail,
-    open_vault,
-    progress_bar,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.private_file import publish_private

@@ -17,15 +17,7 @@ from labvault.access.principal import local_operator
 from labvault.breach import regulator_labels as lb
 from labvault.breach.config import BreachConfig
 from labvault.breach.regulator import RegulatorDesk, Statements, check
-from labvault.cli_support import (
-    DataDir,
-    console,
-    err,
-    fail,
-    open_vault,
-    uuid_argument,
-    when_option,
-)
+from labvault.cli_support import DataDir, console, err, fail, open_vault, uuid_argument, when_option
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.crypto.signing import InvalidSignature, load_public
 from labvault.errors import LabvaultError

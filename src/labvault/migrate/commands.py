@@ -12,15 +12,7 @@ from rich.table import Table
 
 from labvault import ingest
 from labvault.access.principal import local_operator
-from labvault.cli_support import (
-    DataDir,
-    console,
-    err,
-    fail,
-    open_vault,
-    progress_bar,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, console, err, fail, open_vault, progress_bar, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.crypto.signing import load_public
 from labvault.errors import LabvaultError

@@ -28,15 +28,7 @@ import typer
 from rich.table import Table
 
 from labvault.access.principal import local_operator
-from labvault.cli_support import (
-    DataDir,
-    call_desk,
-    console,
-    err,
-    fail,
-    open_vault,
-    uuid_argument,
-)
+from labvault.cli_support import DataDir, call_desk, console, err, fail, open_vault, uuid_argument
 from labvault.config import DEFAULT_DATA_DIR
 from labvault.errors import LabvaultError
 from labvault.private_file import open_private, write_private
