@@ -104,4 +104,8 @@ def test_letters_reach_those_no_message_reached_once(vault, settings, lab, dpo, 
         named = [json.loads(e.patient_ids) for e in conn.execute(select(audit_event).where(
             audit_event.c.purpose == "breach notification").order_by(audit_event.c.id))
             if json.loads(e.detail or "{}").get("what") == "letters"]
+        withdrawn = [json.loads(e.detail) for e in conn.execute(select(audit_event).where(
+            audit_event.c.action == "breach:incident:manage"))
+            if json.loads(e.detail or "{}").get("what") == "letters-withdrawn"]
     assert named[0] == sorted([lab[2].id.hex, lab[3].id.hex])  # names, addresses: audited
+    assert [w["letters"] for w in withdrawn] == [1]  # the document that could not be written

@@ -114,13 +114,13 @@ def register(app: typer.Typer) -> None:
                       "another --out")
             raise typer.Exit(2)
         with _outbox(data_dir) as outbox:
-            desk = Letters(outbox)
-            run = desk.prepare(local_operator("breach notification by post"), iid)
+            desk, operator = Letters(outbox), local_operator("breach notification by post")
+            run = desk.prepare(operator, iid)
             if run.letters:
                 try:  # a letter recorded as printed is in the file, or recorded no more
                     publish_private(out, run.html.reveal())
                 except BaseException as exc:
-                    desk.withdraw(run)
+                    desk.withdraw(operator, iid, run)
                     if not isinstance(exc, OSError):
                         raise
                     err.print(f"error: cannot write {out}: "

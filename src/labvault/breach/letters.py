@@ -119,10 +119,14 @@ class Letters:
                          no_address, erased, not_notified,
                          tuple(nid for nid, *_ in kept))
 
-    def withdraw(self, run: LetterRun) -> int:
-        """Delete the letters `run` recorded (the document never reached paper): the next run
-        writes them again. How many were deleted."""
-        return self._outbox._store.delete_letters(list(run.recorded))
+    def withdraw(self, principal: Principal, incident_id: uuid.UUID, run: LetterRun) -> int:
+        """Delete the letters `run` recorded (the document never reached paper), audited: the
+        next run writes them again. How many were deleted."""
+        gone = self._outbox._store.delete_letters(list(run.recorded))
+        self._outbox._vault._event(principal, Permission.BREACH_MANAGE, "allowed",
+                                   what="letters-withdrawn", incident_id=str(incident_id),
+                                   letters=gone)
+        return gone
 
     def _owed(self, incident_id: uuid.UUID, latest: Any) -> tuple[dict[uuid.UUID, list[_Owed]],
                                                                    int]:
