@@ -109,3 +109,38 @@ def test_letters_reach_those_no_message_reached_once(vault, settings, lab, dpo, 
             if json.loads(e.detail or "{}").get("what") == "letters-withdrawn"]
     assert named[0] == sorted([lab[2].id.hex, lab[3].id.hex])  # names, addresses: audited
     assert [w["letters"] for w in withdrawn] == [1]  # the document that could not be written
+
+
+def test_letters_of_a_run_that_died_are_written_again_after_the_grace(vault, lab, dpo,
+                                                                      clock) -> None:
+    from datetime import timedelta
+
+    from labvault.breach.letters import GRACE, Letters
+
+    inc = vault.breach.open_incident(dpo, detected_at=clock.now(), vector="lost-backup",
+                                     description="Sauvegarde perdue")
+    signed_scope(vault, inc.id, [{"id": lab[2].id, "categories": ["identity"]}])
+    config = breach_config()
+    config.doc["controller"]["address"] = "1 rue des Analyses, 75001 Paris"
+    outbox = Outbox(vault, config)
+    assert outbox.queue_incident(dpo, inc.id) == 0  # lab[2]: no channel, recorded "none"
+    desk = Letters(outbox)
+    died = desk.prepare(dpo, inc.id)  # ... and the process was killed before the file
+    assert died.letters == 1
+    assert desk.prepare(dpo, inc.id).letters == 0  # within the grace: another run's
+    clock.advance(GRACE + timedelta(minutes=1))
+    again = desk.prepare(dpo, inc.id)
+    assert again.letters == 1 and again.recorded != died.recorded
+    assert desk.confirm(again) == 1
+    old_code = CODE.search(died.html.reveal())[0]
+    new_code = CODE.search(again.html.reveal())[0]
+    assert outbox.verify(old_code, "192.0.2.9").status == "unknown"  # that letter is gone
+    assert outbox.verify(new_code, "192.0.2.9").status == "issued"
+    assert desk.prepare(dpo, inc.id).letters == 0
+    with vault._records.engine.connect() as conn:
+        letters = [r for r in conn.execute(select(breach_notice))
+                   if r.channel == "letter"]
+        withdrawn = [json.loads(e.detail) for e in conn.execute(select(audit_event))
+                     if json.loads(e.detail or "{}").get("what") == "letters-withdrawn"]
+    assert [(r.state, r.id) for r in letters] == [("done", again.recorded[0])]
+    assert [(w["letters"], w["reason"]) for w in withdrawn] == [(1, "unconfirmed")]

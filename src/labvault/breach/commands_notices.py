@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
             desk, operator = Letters(outbox), local_operator("breach notification by post")
             run = desk.prepare(operator, iid)
             if run.letters:
-                try:  # a letter recorded as printed is in the file, or recorded no more
+                try:  # a letter recorded is in the file, or recorded no more
                     publish_private(out, run.html.reveal())
                 except BaseException as exc:
                     desk.withdraw(operator, iid, run)
@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
                     err.print(f"error: cannot write {out}: "
                               f"{exc.strerror or type(exc).__name__}; nothing was recorded")
                     raise typer.Exit(1) from None
+                desk.confirm(run)
         written = f"written to {out}: print, post, then delete it" if run.letters else "none"
         console.print(f"{run.letters} letters ({run.updates} updates) {written}; "
                       f"{run.no_address} people without a postal address, {run.erased} "

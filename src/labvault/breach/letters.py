@@ -17,10 +17,13 @@ after one audit event naming the people (purpose ``breach notification``, catego
 and administrative); beyond ``BULK_LIMIT`` people this needs a fresh second factor. A person
 without a postal address, or erased, is counted, not written to.
 
-The letters are recorded before the document is handed over (so that two runs never write
-the same letter twice); the caller that cannot deliver the document to paper calls
-`withdraw`, which deletes exactly the notices that run recorded, so that the next run writes
-them again. The document holds personal data in clear by nature: to print, post and delete.
+The letters are recorded, ``queued``, before the document is handed over, so that two runs
+never write the same letter twice; once the document is on disk the caller calls `confirm`
+(``done``), and if it cannot write it, `withdraw`, which deletes exactly the letters that run
+recorded, so that the next run writes them again. A run that died in between (killed) leaves
+its letters queued: after `GRACE` the next run withdraws them (audited) and writes them
+again; within it they count as another run's, in progress. The document holds personal data
+in clear by nature: to print, post and delete.
 """
 
 from __future__ import annotations
@@ -28,21 +31,24 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from labvault import codec
+from labvault.access.account_rules import aware
 from labvault.access.permissions import Permission
 from labvault.access.principal import Principal
 from labvault.breach import notice_text as text
 from labvault.breach.notices import PURPOSE, TOLD
 from labvault.errors import InvalidRecord, NotFound
 from labvault.secret import Secret
-from labvault.store.notices import DONE
+from labvault.store.notices import DONE, QUEUED
 
 if TYPE_CHECKING:
     from labvault.breach.notices import Outbox
 
 IDENTITY = ("identity", "administrative")  # the audit categories of name and address
+GRACE = timedelta(minutes=10)  # a letters run writes its document within this, or died
 NAME_COLUMNS = ("last_name", "first_names", "address")
 
 
@@ -85,7 +91,9 @@ class Letters:
         scopes = outbox._scopes_of(incident_id)
         if not scopes:
             raise InvalidRecord("incident", "has no scope yet: compute it first")
-        owed, not_notified = self._owed(incident_id, scopes[-1])
+        owed, not_notified, stale = self._owed(incident_id, scopes[-1])
+        if stale:  # a run that died before its document reached the disk
+            self._withdrawn(principal, incident_id, store.delete_letters(stale), "unconfirmed")
         targets = list(owed)
         vault._authorize(principal, Permission.BREACH_MANAGE, targets)
         if targets:
@@ -119,25 +127,39 @@ class Letters:
                          no_address, erased, not_notified,
                          tuple(nid for nid, *_ in kept))
 
+    def confirm(self, run: LetterRun) -> int:
+        """The document of `run` is on disk: its letters are done. How many."""
+        return self._outbox._store.confirm_letters(list(run.recorded))
+
     def withdraw(self, principal: Principal, incident_id: uuid.UUID, run: LetterRun) -> int:
-        """Delete the letters `run` recorded (the document never reached paper), audited: the
-        next run writes them again. How many were deleted."""
-        gone = self._outbox._store.delete_letters(list(run.recorded))
+        """Delete the letters `run` recorded (the document never reached the disk), audited:
+        the next run writes them again. How many were deleted."""
+        return self._withdrawn(principal, incident_id,
+                               self._outbox._store.delete_letters(list(run.recorded)),
+                               "not written")
+
+    def _withdrawn(self, principal: Principal, incident_id: uuid.UUID, gone: int,
+                   reason: str) -> int:
         self._outbox._vault._event(principal, Permission.BREACH_MANAGE, "allowed",
                                    what="letters-withdrawn", incident_id=str(incident_id),
-                                   letters=gone)
+                                   letters=gone, reason=reason)
         return gone
 
-    def _owed(self, incident_id: uuid.UUID, latest: Any) -> tuple[dict[uuid.UUID, list[_Owed]],
-                                                                   int]:
+    def _owed(self, incident_id: uuid.UUID, latest: Any
+              ) -> tuple[dict[uuid.UUID, list[_Owed]], int, list[uuid.UUID]]:
         """Who is owed which letters: a first one (notified, nothing reached them), an update
-        (owed and recorded undeliverable, no update letter from that scope yet)."""
+        (owed and recorded undeliverable, no update letter from that scope yet); how many
+        listed people were not notified yet; the letters of runs that died."""
         outbox = self._outbox
         notified, reached, waiting, lettered = set(), set(), set(), set()
         updates: dict[tuple[uuid.UUID, int], dict[str, Any] | None] = {}
         updated: set[tuple[uuid.UUID, int]] = set()
+        stale, cutoff = [], outbox._clock.now() - GRACE
         for row in outbox._store.of_incident(incident_id):
             pid = row.patient_id
+            if row.channel == "letter" and row.state == QUEUED and aware(row.created_at) < cutoff:
+                stale.append(row.id)
+                continue
             if row.state != DONE:
                 waiting.add(pid)
                 continue
@@ -159,8 +181,9 @@ class Letters:
             if pid not in waiting and (pid, scope_id) not in updated:
                 owed.setdefault(pid, []).append(_Owed("incident-update", scope_id, added))
         due = [uuid.UUID(k) for k, p in outbox._patients(latest).items()
-               if p.get("exposure", "decrypted") != "sealed" and uuid.UUID(k) not in notified]
-        return owed, len(set(due) - outbox._decoys(due))
+               if p.get("exposure", "decrypted") != "sealed"
+               and uuid.UUID(k) not in notified | waiting]
+        return owed, len(set(due) - outbox._decoys(due)), stale
 
     def _postal(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """Name and postal address of living patients (the erased are absent)."""
@@ -181,7 +204,7 @@ class Letters:
         state = {"outcome": "printed", "scope": due.scope_id, "at": now.isoformat()}
         return {"id": nid, "kind": due.kind, "incident_id": incident_id, "patient_id": pid,
                 "channel": "letter", "code_tag": text.code_tag(outbox._tag_key, code),
-                "created_at": now, "state": DONE, "attempts": 1, "next_attempt_at": None,
+                "created_at": now, "state": QUEUED, "attempts": 1, "next_attempt_at": None,
                 "scope_id": due.scope_id, "delivery": outbox._seal(
                     nid, state | ({"added": due.added} if due.added else {}))}
 

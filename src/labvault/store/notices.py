@@ -126,7 +126,8 @@ class NoticeStore:
     def of_incident(self, incident_id: uuid.UUID) -> list[Row]:
         """An incident's notices and updates (`kind` says which)."""
         n = breach_notice.c
-        q = select(n.id, n.kind, n.patient_id, n.channel, n.state, n.attempts, n.delivery).where(
+        q = select(n.id, n.kind, n.patient_id, n.channel, n.state, n.attempts, n.created_at,
+                   n.delivery).where(
             n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS))
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
@@ -139,6 +140,16 @@ class NoticeStore:
         with guarded("withdrawing letters"), self.engine.begin() as conn:
             return conn.execute(delete(breach_notice).where(
                 n.id.in_(list(notice_ids)), n.channel == "letter")).rowcount
+
+    def confirm_letters(self, notice_ids: Sequence[uuid.UUID]) -> int:
+        """Letters recorded for a document now on disk: done."""
+        if not notice_ids:
+            return 0
+        n = breach_notice.c
+        with guarded("confirming letters"), self.engine.begin() as conn:
+            return conn.execute(update(breach_notice).where(
+                n.id.in_(list(notice_ids)), n.channel == "letter", n.state == QUEUED,
+            ).values(state=DONE)).rowcount
 
     def postal(self, patient_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row]:
         """The sealed name and postal address of patients (and whether they were erased),
