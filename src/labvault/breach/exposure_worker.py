@@ -41,8 +41,6 @@ from an earlier one.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -58,6 +56,7 @@ from labvault import codec
 from labvault.access.throttle import Throttle
 from labvault.audit.sink import AuditEvent
 from labvault.clock import Clock
+from labvault.crypto.blind import BlindIndex
 from labvault.crypto.envelope import FieldCipher, Sealed, dek_context, new_data_key
 from labvault.domain.identifiers import validate_nir
 from labvault.errors import InvalidCiphertext, InvalidRecord, KeyUnavailable
@@ -285,7 +284,7 @@ class TriedDates:
     SPAN = timedelta(days=1)
 
     def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
+        self._tags = BlindIndex("exposure/tried-dates", Secret(secrets.token_bytes(32)))
         self._seen: OrderedDict[uuid.UUID, tuple[datetime, dict[bytes, datetime]]] = (
             OrderedDict())
         self._lock = threading.Lock()
@@ -295,8 +294,7 @@ class TriedDates:
 
     def add(self, patient_id: uuid.UUID, born: date, now: datetime) -> tuple[int, bool]:
         """Record a wrong date tried for a patient; (distinct dates within the day, new)."""
-        tag = hmac.new(self._key, patient_id.bytes + born.isoformat().encode(),
-                       hashlib.sha256).digest()
+        tag = self._tags.compute(f"{patient_id}|{born.isoformat()}")
         cutoff = now - self.SPAN
         with self._lock:
             while self._seen:  # the patients not tried for a day
