@@ -288,10 +288,11 @@ class Outbox:
         nothing: an update would complete a message the person never had."""
         told: dict[tuple[uuid.UUID, str], set[int]] = {}
         pending: set[tuple[uuid.UUID, str]] = set()
-        for r in self._store.told(incident_id):
+        for r in self._store.of_incident(incident_id):
             pair = (r.patient_id, r.channel)
-            if r.channel == "none":  # an update owed and undeliverable: recorded once
-                told.setdefault(pair, set()).add(r.scope_id)
+            if r.channel == "none":
+                if r.kind == "incident-update":  # owed and undeliverable: recorded once
+                    told.setdefault(pair, set()).add(r.scope_id)
                 continue
             if r.state != DONE:
                 pending.add(pair)

@@ -53,18 +53,6 @@ class NoticeStore:
         with guarded("reading notices"), self.engine.connect() as conn:
             return {(r.patient_id, r.channel) for r in conn.execute(q)}
 
-    def told(self, incident_id: uuid.UUID) -> list[Row]:
-        """The notices and updates of an incident addressed to someone (channel e-mail or
-        SMS), and the updates recorded undeliverable (channel ``none``): id, kind, patient,
-        channel, scope id, state and delivery (whose sealed state says the outcome and the
-        scope the message spoke from)."""
-        n = breach_notice.c
-        q = select(n.id, n.kind, n.patient_id, n.channel, n.scope_id, n.state, n.delivery).where(
-            n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS),
-            or_(n.channel != "none", n.kind == "incident-update"))
-        with guarded("reading notices"), self.engine.connect() as conn:
-            return list(conn.execute(q))
-
     def _due(self, now: datetime, channels: Sequence[str]) -> Any:
         n = breach_notice.c
         return and_(n.state == QUEUED, n.channel.in_(list(channels)),
@@ -126,8 +114,8 @@ class NoticeStore:
     def of_incident(self, incident_id: uuid.UUID) -> list[Row]:
         """An incident's notices and updates (`kind` says which)."""
         n = breach_notice.c
-        q = select(n.id, n.kind, n.patient_id, n.channel, n.state, n.attempts, n.created_at,
-                   n.delivery).where(
+        q = select(n.id, n.kind, n.patient_id, n.channel, n.scope_id, n.state, n.attempts,
+                   n.created_at, n.delivery).where(
             n.incident_id == incident_id, n.kind.in_(INCIDENT_KINDS))
         with guarded("reading notices"), self.engine.connect() as conn:
             return list(conn.execute(q))
